@@ -1,0 +1,270 @@
+"""Shoal's configuration: one TOML format for every node kind, validated before anything starts.
+
+A file may describe a whole deployment: each node reads the shared sections (`[log]`, `[store]`)
+and its own (`[origin]`, `[edge]`, `[regional]`), and `shoal up` reads them all. Every key has a
+default, so an empty file (or none) is a working configuration. The schema is the dataclasses
+below: a field's type is the type the TOML value must have, and its metadata holds the help text
+and the allowed values. Validation is pure: the caller parses the TOML and passes the dict in.
+"""
+
+import dataclasses
+import typing
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+
+class ConfigError(ValueError):
+    """The configuration is invalid; the message names the key and what was expected."""
+
+    def __init__(self, key: str, problem: str) -> None:
+        super().__init__(f"{key}: {problem}" if key else problem)
+        self.key = key
+
+
+def _opt(default: Any, help: str, **rules: Any) -> Any:
+    """A scalar setting with its help text and validation rules (choices, min, max)."""
+    return field(default=default, metadata={"help": help, **rules})
+
+
+def _list_opt(default: list[str], help: str) -> Any:
+    return field(default_factory=lambda: list(default), metadata={"help": help})
+
+
+def _section(factory: Any, help: str) -> Any:
+    return field(default_factory=factory, metadata={"help": help})
+
+
+@dataclass(frozen=True)
+class LogConfig:
+    level: str = _opt("info", "log level", choices=("debug", "info", "warning", "error"))
+
+
+@dataclass(frozen=True)
+class S3Config:
+    endpoint_url: str = _opt("", "S3 endpoint URL; empty means AWS's default endpoint")
+    bucket: str = _opt("shoal", "bucket holding the content")
+    region: str = _opt("us-east-1", "S3 region name")
+    prefix: str = _opt("", "key prefix inside the bucket, e.g. 'prod/' (empty for none)")
+    access_key_id: str = _opt("", "access key; empty means boto3's credential chain")
+    secret_access_key: str = _opt("", "secret key; empty means boto3's credential chain")
+    create_bucket: bool = _opt(False, "create the bucket at start if it does not exist")
+
+
+@dataclass(frozen=True)
+class StoreConfig:
+    backend: str = _opt("fs", "content store backend", choices=("fs", "s3"))
+    path: str = _opt("", "filesystem store root; empty means $XDG_DATA_HOME/shoal/store")
+    s3: S3Config = _section(S3Config, "S3 backend settings (used when backend = 's3')")
+
+
+@dataclass(frozen=True)
+class OriginConfig:
+    host: str = _opt("127.0.0.1", "address to listen on")
+    port: int = _opt(8000, "TCP port to listen on (0 picks a free one)", min=0, max=65535)
+    playlist_max_age: int = _opt(2, "Cache-Control max-age of playlists, seconds", min=0)
+    segment_max_age: int = _opt(
+        31_536_000, "Cache-Control max-age of init and media segments, seconds", min=0
+    )
+
+
+@dataclass(frozen=True)
+class CacheNodeConfig:
+    """An edge or regional node; both tiers run the same code with different settings."""
+
+    host: str = _opt("127.0.0.1", "address to listen on")
+    port: int = _opt(8080, "TCP port to listen on (0 picks a free one)", min=0, max=65535)
+    upstreams: list[str] = _list_opt(
+        ["http://127.0.0.1:8000"], "base URLs of the next tier, tried in order on failure"
+    )
+    connect_timeout: float = _opt(2.0, "seconds to open a connection upstream", min=0.001)
+    upstream_timeout: float = _opt(
+        15.0, "seconds an upstream may take to answer a request", min=0.001
+    )
+
+
+def _regional_defaults() -> CacheNodeConfig:
+    return CacheNodeConfig(port=8090)
+
+
+def _edge_defaults() -> CacheNodeConfig:
+    return CacheNodeConfig(port=8080, upstreams=["http://127.0.0.1:8090"])
+
+
+@dataclass(frozen=True)
+class UpConfig:
+    edges: int = _opt(2, "edge nodes `shoal up` starts", min=1, max=16)
+    regionals: int = _opt(1, "regional nodes `shoal up` starts", min=1, max=8)
+    samples: int = _opt(3, "sample videos `shoal up` makes sure exist", min=0, max=8)
+    start_timeout: float = _opt(30.0, "seconds each node may take to become healthy", min=1.0)
+
+
+@dataclass(frozen=True)
+class ShoalConfig:
+    log: LogConfig = _section(LogConfig, "logging")
+    store: StoreConfig = _section(StoreConfig, "content store (origin)")
+    origin: OriginConfig = _section(OriginConfig, "origin node")
+    regional: CacheNodeConfig = _section(_regional_defaults, "regional (shield) cache nodes")
+    edge: CacheNodeConfig = _section(_edge_defaults, "edge cache nodes")
+    up: UpConfig = _section(UpConfig, "the local stack started by `shoal up`")
+
+
+_TYPE_NAMES: dict[Any, str] = {
+    str: "string",
+    int: "integer",
+    float: "number",
+    bool: "boolean",
+    list[str]: "list of strings",
+}
+
+
+def _describe(value: object) -> str:
+    if isinstance(value, bool):
+        return "boolean"
+    if isinstance(value, int):
+        return "integer"
+    if isinstance(value, float):
+        return "number"
+    if isinstance(value, str):
+        return "string"
+    if isinstance(value, list):
+        return "list"
+    if isinstance(value, dict):
+        return "table"
+    return type(value).__name__
+
+
+def _coerce(key: str, expected: Any, value: object) -> object:
+    """Check `value` against the field type; ints are accepted where numbers are expected."""
+    ok: bool
+    if expected is bool:
+        ok = isinstance(value, bool)
+    elif expected is int:
+        ok = isinstance(value, int) and not isinstance(value, bool)
+    elif expected is float:
+        ok = isinstance(value, int | float) and not isinstance(value, bool)
+        if ok:
+            value = float(typing.cast(float, value))
+    elif expected is str:
+        ok = isinstance(value, str)
+    elif expected == list[str]:
+        ok = isinstance(value, list) and all(isinstance(item, str) for item in value)
+        if ok:
+            value = list(typing.cast(list[str], value))
+    else:  # pragma: no cover - a schema bug, not a user error
+        raise TypeError(f"unsupported config type {expected!r} for {key}")
+    if not ok:
+        raise ConfigError(key, f"expected {_TYPE_NAMES[expected]}, got {_describe(value)}")
+    return value
+
+
+def _check_rules(key: str, value: object, metadata: Mapping[str, Any]) -> None:
+    choices = metadata.get("choices")
+    if choices is not None and value not in choices:
+        allowed = ", ".join(repr(choice) for choice in choices)
+        raise ConfigError(key, f"expected one of {allowed}, got {value!r}")
+    if isinstance(value, int | float):
+        low, high = metadata.get("min"), metadata.get("max")
+        if low is not None and value < low:
+            raise ConfigError(key, f"expected a value >= {low}, got {value}")
+        if high is not None and value > high:
+            raise ConfigError(key, f"expected a value <= {high}, got {value}")
+
+
+def _is_section(tp: Any) -> bool:
+    return isinstance(tp, type) and dataclasses.is_dataclass(tp)
+
+
+def _build(cls: type[Any], data: Mapping[str, Any], path: str, base: Any) -> Any:
+    hints = typing.get_type_hints(cls)
+    fields = {f.name: f for f in dataclasses.fields(cls)}
+    for name in data:
+        if name not in fields:
+            where = f"[{path}]" if path else "the top level"
+            known = ", ".join(sorted(fields))
+            raise ConfigError(_join(path, name), f"unknown key in {where} (known keys: {known})")
+    changes: dict[str, Any] = {}
+    for name, value in data.items():
+        key = _join(path, name)
+        expected = hints[name]
+        if _is_section(expected):
+            if not isinstance(value, dict):
+                raise ConfigError(key, f"expected a table [{key}], got {_describe(value)}")
+            changes[name] = _build(expected, value, key, getattr(base, name))
+        else:
+            coerced = _coerce(key, expected, value)
+            _check_rules(key, coerced, fields[name].metadata)
+            changes[name] = coerced
+    return dataclasses.replace(base, **changes)
+
+
+def _join(path: str, name: str) -> str:
+    return f"{path}.{name}" if path else name
+
+
+def load_config(data: Mapping[str, Any], base: ShoalConfig | None = None) -> ShoalConfig:
+    """Validate a parsed TOML document over `base` (the defaults when omitted).
+
+    Raises `ConfigError` naming the first unknown key, wrong type or out-of-range value.
+    """
+    config: ShoalConfig = _build(ShoalConfig, data, "", base or ShoalConfig())
+    for section in ("edge", "regional"):
+        node: CacheNodeConfig = getattr(config, section)
+        if not node.upstreams:
+            raise ConfigError(f"{section}.upstreams", "expected at least one upstream URL")
+        for url in node.upstreams:
+            if not url.startswith(("http://", "https://")):
+                raise ConfigError(
+                    f"{section}.upstreams", f"expected http:// or https:// URLs, got {url!r}"
+                )
+    return config
+
+
+def parse_override(assignment: str) -> tuple[list[str], str]:
+    """Split a `section.key=value` override into its dotted path and its raw TOML value."""
+    name, sep, raw = assignment.partition("=")
+    path = name.strip().split(".")
+    if not sep or not all(path):
+        raise ConfigError(name.strip(), "expected an override of the form section.key=value")
+    return path, raw.strip()
+
+
+def nest_override(path: list[str], value: object) -> dict[str, Any]:
+    """Turn `["edge", "port"], 9000` into `{"edge": {"port": 9000}}`, ready for `load_config`."""
+    nested: dict[str, Any] = {path[-1]: value}
+    for name in reversed(path[:-1]):
+        nested = {name: nested}
+    return nested
+
+
+def describe_schema() -> list[tuple[str, str, object]]:
+    """Every key as (dotted name, help, default): the source of `shoal config --defaults`."""
+    rows: list[tuple[str, str, object]] = []
+
+    def walk(cls: type[Any], instance: Any, path: str) -> None:
+        hints = typing.get_type_hints(cls)
+        for f in dataclasses.fields(cls):
+            value = getattr(instance, f.name)
+            if _is_section(hints[f.name]):
+                walk(hints[f.name], value, _join(path, f.name))
+            else:
+                rows.append((_join(path, f.name), f.metadata["help"], value))
+
+    walk(ShoalConfig, ShoalConfig(), "")
+    return rows
+
+
+__all__ = [
+    "CacheNodeConfig",
+    "ConfigError",
+    "LogConfig",
+    "OriginConfig",
+    "S3Config",
+    "ShoalConfig",
+    "StoreConfig",
+    "UpConfig",
+    "describe_schema",
+    "load_config",
+    "nest_override",
+    "parse_override",
+]
