@@ -237,21 +237,48 @@ def nest_override(path: list[str], value: object) -> dict[str, Any]:
     return nested
 
 
-def describe_schema() -> list[tuple[str, str, object]]:
-    """Every key as (dotted name, help, default): the source of `shoal config --defaults`."""
-    rows: list[tuple[str, str, object]] = []
+def _toml_string(text: str) -> str:
+    # TOML basic strings: escape quote, backslash and control characters (TOML 1.0, "String").
+    escaped = []
+    for char in text:
+        if char in ('"', "\\"):
+            escaped.append("\\" + char)
+        elif ord(char) < 0x20 or ord(char) == 0x7F:
+            escaped.append(f"\\u{ord(char):04x}")
+        else:
+            escaped.append(char)
+    return '"' + "".join(escaped) + '"'
+
+
+def _toml_value(value: object) -> str:
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, str):
+        return _toml_string(value)
+    if isinstance(value, list):
+        return "[" + ", ".join(_toml_value(item) for item in value) + "]"
+    return repr(value)
+
+
+def dump_config(config: ShoalConfig, *, with_help: bool = False) -> str:
+    """Render `config` as TOML that `load_config` reads back to an equal value."""
+    lines: list[str] = []
 
     def walk(cls: type[Any], instance: Any, path: str) -> None:
         hints = typing.get_type_hints(cls)
+        scalars = [f for f in dataclasses.fields(cls) if not _is_section(hints[f.name])]
+        if path and scalars:
+            lines.append(f"\n[{path}]")
+        for f in scalars:
+            if with_help:
+                lines.append(f"# {f.metadata['help']}")
+            lines.append(f"{f.name} = {_toml_value(getattr(instance, f.name))}")
         for f in dataclasses.fields(cls):
-            value = getattr(instance, f.name)
             if _is_section(hints[f.name]):
-                walk(hints[f.name], value, _join(path, f.name))
-            else:
-                rows.append((_join(path, f.name), f.metadata["help"], value))
+                walk(hints[f.name], getattr(instance, f.name), _join(path, f.name))
 
-    walk(ShoalConfig, ShoalConfig(), "")
-    return rows
+    walk(ShoalConfig, config, "")
+    return "\n".join(lines).lstrip("\n") + "\n"
 
 
 __all__ = [
@@ -263,7 +290,7 @@ __all__ = [
     "ShoalConfig",
     "StoreConfig",
     "UpConfig",
-    "describe_schema",
+    "dump_config",
     "load_config",
     "nest_override",
     "parse_override",

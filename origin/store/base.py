@@ -16,6 +16,31 @@ class ObjectNotFound(KeyError):
     """No object is stored under this key."""
 
 
+class StoreError(Exception):
+    """The store cannot do what was asked: unreachable, misconfigured, or a write it cannot hold.
+
+    The message names where the store lives (root directory, or endpoint and bucket), so an
+    operator can act on it without a traceback.
+    """
+
+
+def is_valid_key(name: str) -> bool:
+    """Whether `name` is a key; listings skip stored names that no key could address."""
+    try:
+        validate_key(name)
+    except InvalidKey:
+        return False
+    return True
+
+
+def check_range(start: int, length: int | None) -> None:
+    """Refuse a negative `start` or `length` before any I/O, identically in every backend."""
+    if start < 0:
+        raise ValueError(f"start must be >= 0, got {start}")
+    if length is not None and length < 0:
+        raise ValueError(f"length must be >= 0 or None, got {length}")
+
+
 @dataclass(frozen=True)
 class ObjectInfo:
     key: str
@@ -35,7 +60,11 @@ class ContentStore(ABC):
 
     @abstractmethod
     def read(self, key: str, start: int = 0, length: int | None = None) -> bytes:
-        """`length` bytes from `start` (to the end when None); raises `ObjectNotFound`."""
+        """`length` bytes from `start` (to the end when None); raises `ObjectNotFound`.
+
+        Fewer bytes come back when the object ends first (none when `start` is at or past the
+        end), as with a file read; a negative `start` or `length` raises `ValueError`.
+        """
 
     @abstractmethod
     def put_bytes(self, key: str, data: bytes) -> ObjectInfo:
@@ -51,7 +80,10 @@ class ContentStore(ABC):
 
     @abstractmethod
     def list(self, prefix: str = "") -> Iterator[str]:
-        """Keys under `prefix` ('' or ending in '/'), in lexicographic order."""
+        """Keys under `prefix` ('' or ending in '/'), in lexicographic order.
+
+        A bad prefix raises `InvalidKey` at the call, not when the iterator is first advanced.
+        """
 
     def exists(self, key: str) -> bool:
         try:
@@ -69,6 +101,9 @@ __all__ = [
     "InvalidKey",
     "ObjectInfo",
     "ObjectNotFound",
+    "StoreError",
+    "check_range",
+    "is_valid_key",
     "validate_key",
     "validate_prefix",
 ]

@@ -1,0 +1,279 @@
+"""`shoal`: one command for every node kind and tool.
+
+Every subcommand reads the same TOML configuration (`--config`, or $SHOAL_CONFIG), applies
+`--set section.key=value` overrides in order, and validates the result before doing anything:
+an unknown key, a wrong type or a bad value exits with status 2 and names the key.
+"""
+
+import argparse
+import logging
+import os
+import sys
+import tomllib
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import uvloop
+
+from core.config import ConfigError, ShoalConfig, dump_config, load_config, nest_override
+from core.config import parse_override as split_override
+from origin.store.base import StoreError
+
+EXIT_CONFIG_ERROR = 2
+
+
+def default_data_dir() -> Path:
+    """Where the embedded defaults keep their data: $XDG_DATA_HOME/shoal."""
+    base = os.environ.get("XDG_DATA_HOME") or str(Path.home() / ".local" / "share")
+    return Path(base) / "shoal"
+
+
+def default_store_root() -> Path:
+    return default_data_dir() / "store"
+
+
+def _override_value(raw: str) -> object:
+    """A TOML value (`8080`, `true`, `["http://a"]`), or the raw text as a bare string."""
+    try:
+        return tomllib.loads(f"value = {raw}")["value"]
+    except tomllib.TOMLDecodeError:
+        return raw
+
+
+def resolve_config(
+    config_path: Path | None,
+    overrides: Sequence[str],
+    flags: Mapping[str, Any] | None = None,
+) -> ShoalConfig:
+    """The validated configuration: defaults, then the file, each override, then `flags`."""
+    data: dict[str, object] = {}
+    if config_path is not None:
+        try:
+            data = tomllib.loads(config_path.read_text())
+        except OSError as exc:
+            raise ConfigError("", f"cannot read config file {config_path}: {exc.strerror}") from exc
+        except tomllib.TOMLDecodeError as exc:
+            raise ConfigError("", f"config file {config_path} is not valid TOML: {exc}") from exc
+    config = load_config(data)
+    for assignment in overrides:
+        path, raw = split_override(assignment)
+        config = load_config(nest_override(path, _override_value(raw)), base=config)
+    if flags:
+        config = load_config(flags, base=config)
+    return config
+
+
+def _add_config_options(parser: argparse.ArgumentParser) -> None:
+    env_config = os.environ.get("SHOAL_CONFIG")
+    parser.add_argument(
+        "--config",
+        type=Path,
+        default=Path(env_config) if env_config else None,
+        metavar="FILE",
+        help="TOML configuration file (default: $SHOAL_CONFIG, else built-in defaults)",
+    )
+    parser.add_argument(
+        "--set",
+        dest="overrides",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="override one setting, e.g. --set edge.port=9000 (repeatable)",
+    )
+
+
+def _add_node_options(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--host", help="address to listen on (overrides the config)")
+    parser.add_argument("--port", type=int, help="port to listen on; 0 picks a free one")
+    parser.add_argument("--name", help="node name used in logs and Via headers")
+    parser.add_argument(
+        "--announce",
+        type=Path,
+        metavar="FILE",
+        help="once listening, write {kind, name, url, pid} as JSON to FILE",
+    )
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="shoal",
+        description="Shoal: short-video delivery over P2P, edge caches and origin.",
+    )
+    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    up = commands.add_parser(
+        "up",
+        help="run the local stack: origin, regional and edge nodes on free ports",
+        description="Start an origin, regional node(s) and edge nodes on free local ports, "
+        "make sure sample videos exist, print playable URLs, and stop everything on "
+        "Ctrl-C or SIGTERM.",
+    )
+    _add_config_options(up)
+    up.add_argument(
+        "--status-file",
+        type=Path,
+        metavar="FILE",
+        help="once the stack is up, write its nodes and playable URLs as JSON to FILE",
+    )
+
+    origin = commands.add_parser(
+        "origin",
+        help="run an origin node serving HLS packages from the content store",
+        description="Serve the content store's HLS packages under /v/<video>/... "
+        "with caching headers, ranges and conditional requests.",
+    )
+    _add_config_options(origin)
+    _add_node_options(origin)
+
+    edge = commands.add_parser(
+        "edge",
+        help="run an edge or regional cache node",
+        description="Run a cache node in front of the next tier: an edge (settings from "
+        "[edge]) or, with --tier regional, a regional shield (settings from [regional]).",
+    )
+    _add_config_options(edge)
+    _add_node_options(edge)
+    edge.add_argument(
+        "--tier",
+        choices=("edge", "regional"),
+        default="edge",
+        help="run as an edge (default) or as a regional shield",
+    )
+    edge.add_argument(
+        "--upstream",
+        dest="upstreams",
+        action="append",
+        metavar="URL",
+        help="base URL of the next tier (repeatable; overrides the config)",
+    )
+
+    samples = commands.add_parser(
+        "samples",
+        help="make sure the sample videos exist in the content store",
+        description="Generate sample videos with ffmpeg (once) and publish them as HLS.",
+    )
+    _add_config_options(samples)
+    samples.add_argument("--count", type=int, help="how many (default: up.samples)")
+
+    config = commands.add_parser(
+        "config",
+        help="print the effective configuration as TOML",
+        description="Validate the configuration and print it, with every key and its default "
+        "when given no file. Exit status 2 if it is invalid.",
+    )
+    _add_config_options(config)
+    return parser
+
+
+def _node_flags(args: argparse.Namespace, section: str) -> dict[str, Any]:
+    """The node's command-line flags as a config layer over `section` (they win over --set)."""
+    flags = {"host": args.host, "port": args.port, "upstreams": getattr(args, "upstreams", None)}
+    return {section: {key: value for key, value in flags.items() if value is not None}}
+
+
+def _setup_logging(config: ShoalConfig) -> None:
+    logging.basicConfig(
+        level=config.log.level.upper(),
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+        stream=sys.stderr,
+    )
+
+
+def _run_origin(args: argparse.Namespace) -> int:
+    from deploy.serve import serve
+    from origin.app import make_origin_app
+    from origin.store import open_store
+
+    config = resolve_config(args.config, args.overrides, _node_flags(args, "origin"))
+    _setup_logging(config)
+    store = open_store(config.store, default_store_root())
+    try:
+        app = make_origin_app(store, config.origin)
+        uvloop.run(
+            serve(
+                app,
+                host=config.origin.host,
+                port=config.origin.port,
+                kind="origin",
+                name=args.name or "origin",
+                announce=args.announce,
+            )
+        )
+    finally:
+        store.close()
+    return 0
+
+
+def _run_edge(args: argparse.Namespace) -> int:
+    from deploy.serve import serve
+    from edge.proxy import make_edge_app
+
+    config = resolve_config(args.config, args.overrides, _node_flags(args, args.tier))
+    _setup_logging(config)
+    node = getattr(config, args.tier)
+    name = args.name or args.tier
+    app = make_edge_app(node, tier=args.tier, name=name)
+    uvloop.run(
+        serve(
+            app, host=node.host, port=node.port, kind=args.tier, name=name, announce=args.announce
+        )
+    )
+    return 0
+
+
+def _run_samples(args: argparse.Namespace) -> int:
+    from origin.samples import ensure_samples
+    from origin.store import open_store
+
+    config = resolve_config(args.config, args.overrides)
+    _setup_logging(config)
+    count = config.up.samples if args.count is None else args.count
+    store = open_store(config.store, default_store_root())
+    try:
+        for video_id in ensure_samples(store, count, progress=print):
+            print(f"/v/{video_id}/master.m3u8")
+    finally:
+        store.close()
+    return 0
+
+
+def _run_up(args: argparse.Namespace) -> int:
+    from deploy.local import run_stack
+
+    config = resolve_config(args.config, args.overrides)
+    _setup_logging(config)
+    return run_stack(config, store_root=default_store_root(), status_file=args.status_file)
+
+
+def _run_config(args: argparse.Namespace) -> int:
+    config = resolve_config(args.config, args.overrides)
+    print(dump_config(config, with_help=True), end="")
+    return 0
+
+
+_COMMANDS = {
+    "up": _run_up,
+    "origin": _run_origin,
+    "edge": _run_edge,
+    "samples": _run_samples,
+    "config": _run_config,
+}
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return _COMMANDS[args.command](args)
+    except ConfigError as exc:
+        print(f"shoal: invalid configuration: {exc}", file=sys.stderr)
+        return EXIT_CONFIG_ERROR
+    except StoreError as exc:
+        print(f"shoal: content store unavailable: {exc}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,62 @@
+"""Running one node: bind, announce where it listens, serve until SIGTERM/SIGINT, drain.
+
+Every node kind (origin, edge, regional) runs through `serve`, so they all start, report and
+stop the same way. `shoal up` relies on the announce file: a node started with port 0 writes
+its real URL there once it is bound, so the parent never guesses a port.
+"""
+
+import asyncio
+import json
+import logging
+import os
+import signal
+from pathlib import Path
+
+from aiohttp import web
+
+log = logging.getLogger(__name__)
+
+# In-flight responses get this long to finish after a stop signal.
+SHUTDOWN_GRACE_SECONDS = 5.0
+
+
+def write_announce(path: Path, record: dict[str, object]) -> None:
+    """Write `record` as JSON atomically: a reader sees nothing or the whole file."""
+    temporary = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    temporary.write_text(json.dumps(record))
+    temporary.replace(path)
+
+
+async def serve(
+    app: web.Application, *, host: str, port: int, kind: str, name: str, announce: Path | None
+) -> None:
+    runner = web.AppRunner(app, access_log=None, shutdown_timeout=SHUTDOWN_GRACE_SECONDS)
+    await runner.setup()
+    try:
+        site = web.TCPSite(runner, host, port, reuse_address=True)
+        await site.start()
+        bound_host, bound_port = runner.addresses[0][:2]
+        url = f"http://{_url_host(bound_host)}:{bound_port}"
+        log.info("%s (%s) listening on %s", name, kind, url)
+        if announce is not None:
+            write_announce(announce, {"kind": kind, "name": name, "url": url, "pid": os.getpid()})
+        await _wait_for_stop_signal()
+        log.info("%s: stopping", name)
+    finally:
+        await runner.cleanup()
+
+
+def _url_host(host: str) -> str:
+    return f"[{host}]" if ":" in host else host
+
+
+async def _wait_for_stop_signal() -> None:
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(signum, stop.set)
+    try:
+        await stop.wait()
+    finally:
+        for signum in (signal.SIGTERM, signal.SIGINT):
+            loop.remove_signal_handler(signum)

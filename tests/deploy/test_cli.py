@@ -1,0 +1,81 @@
+"""The `shoal` command: help for every subcommand, layered configuration, exit status 2."""
+
+import subprocess
+import sys
+import tomllib
+from pathlib import Path
+
+import pytest
+
+from core.config import ShoalConfig, load_config
+from deploy.cli import EXIT_CONFIG_ERROR, main, resolve_config
+
+
+def _shoal(*args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "deploy.cli", *args], capture_output=True, text=True, timeout=60
+    )
+
+
+@pytest.mark.parametrize("command", ["up", "origin", "edge", "samples", "config"])
+def test_every_subcommand_has_help(command: str) -> None:
+    result = _shoal(command, "--help")
+    assert result.returncode == 0
+    assert f"usage: shoal {command}" in result.stdout
+    assert "--config FILE" in result.stdout
+
+
+def test_config_prints_every_default_as_loadable_toml() -> None:
+    result = _shoal("config")
+    assert result.returncode == 0
+    assert load_config(tomllib.loads(result.stdout)) == ShoalConfig()
+
+
+def test_file_then_overrides_then_flags(tmp_path: Path) -> None:
+    config_file = tmp_path / "shoal.toml"
+    config_file.write_text('[edge]\nport = 9000\nhost = "0.0.0.0"\n[store]\nbackend = "s3"\n')
+    config = resolve_config(
+        config_file,
+        ["edge.port=9100", "store.s3.bucket=videos", 'edge.upstreams=["http://r:1"]'],
+        {"edge": {"port": 9200}},
+    )
+    assert (config.edge.host, config.edge.port) == ("0.0.0.0", 9200)
+    assert config.store.backend == "s3"
+    assert config.store.s3.bucket == "videos"
+    assert config.edge.upstreams == ["http://r:1"]
+
+
+@pytest.mark.parametrize(
+    ("contents", "args", "message"),
+    [
+        ("[edge]\nprot = 1\n", [], "edge.prot: unknown key"),
+        ("[origin]\nport = 'x'\n", [], "origin.port: expected integer, got string"),
+        ("not toml = = =\n", [], "is not valid TOML"),
+        ("", ["--set", "store.backend=nfs"], "store.backend: expected one of 'fs', 's3'"),
+        ("", ["--set", "nonsense"], "expected an override of the form section.key=value"),
+    ],
+)
+def test_invalid_configuration_exits_2(
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+    contents: str,
+    args: list[str],
+    message: str,
+) -> None:
+    config_file = tmp_path / "shoal.toml"
+    config_file.write_text(contents)
+    for command in ("config", "origin", "edge"):
+        assert main([command, "--config", str(config_file), *args]) == EXIT_CONFIG_ERROR
+        error = capsys.readouterr().err
+        assert error.startswith("shoal: invalid configuration: ")
+        assert message in error
+
+
+def test_missing_config_file_exits_2(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["config", "--config", str(tmp_path / "absent.toml")]) == EXIT_CONFIG_ERROR
+    assert "cannot read config file" in capsys.readouterr().err
+
+
+def test_bad_port_flag_exits_2_naming_the_key(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["edge", "--port", "70000"]) == EXIT_CONFIG_ERROR
+    assert "edge.port: expected a value <= 65535" in capsys.readouterr().err
