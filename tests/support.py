@@ -15,9 +15,10 @@ import socket
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, TypeVar
 
 import boto3
 import pytest
@@ -33,6 +34,15 @@ if TYPE_CHECKING:
 # starts its own server. (That is what happens with pytest 9.2 and pytest-xdist 3.8, where the
 # group is silently ignored: pytest-dev/pytest-xdist#1386.)
 USES_SEAWEEDFS = [pytest.mark.xdist_group("seaweedfs"), pytest.mark.slow]
+_Test = TypeVar("_Test", bound=Callable[..., object])
+
+
+def uses_seaweedfs(test: _Test) -> _Test:
+    """Decorator form of `USES_SEAWEEDFS`, for a single test in a module that mostly does not."""
+    for mark in USES_SEAWEEDFS:
+        test = mark(test)
+    return test
+
 
 _SERVICES = ("master", "volume", "filer", "s3")
 _START_ATTEMPTS = 3

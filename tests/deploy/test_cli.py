@@ -1,7 +1,10 @@
 """The `shoal` command: help for every subcommand, layered configuration, exit status 2."""
 
+import json
+import signal
 import subprocess
 import sys
+import time
 import tomllib
 from pathlib import Path
 
@@ -9,6 +12,7 @@ import pytest
 
 from core.config import ShoalConfig, load_config
 from deploy.cli import EXIT_CONFIG_ERROR, main, resolve_config
+from tests.support import S3Endpoint, free_port, uses_seaweedfs
 
 
 def _shoal(*args: str) -> subprocess.CompletedProcess[str]:
@@ -79,3 +83,66 @@ def test_missing_config_file_exits_2(tmp_path: Path, capsys: pytest.CaptureFixtu
 def test_bad_port_flag_exits_2_naming_the_key(capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["edge", "--port", "70000"]) == EXIT_CONFIG_ERROR
     assert "edge.port: expected a value <= 65535" in capsys.readouterr().err
+
+
+@uses_seaweedfs
+def test_origin_serves_samples_from_s3(seaweedfs: S3Endpoint, tmp_path: Path) -> None:
+    """S3 end to end: `shoal samples` publishes, `shoal origin` serves, ffprobe plays."""
+    config_file = tmp_path / "shoal.toml"
+    config_file.write_text(
+        f"""
+[store]
+backend = "s3"
+[store.s3]
+endpoint_url = "{seaweedfs.url}"
+bucket = "{seaweedfs.bucket}"
+region = "{seaweedfs.region}"
+prefix = "cli-{tmp_path.name}/"
+access_key_id = "{seaweedfs.access_key_id}"
+secret_access_key = "{seaweedfs.secret_access_key}"
+"""
+    )
+    published = _shoal("samples", "--config", str(config_file), "--count", "1")
+    assert published.returncode == 0, published.stderr
+    assert "/v/sample-testsrc/master.m3u8" in published.stdout
+
+    announce = tmp_path / "origin.json"
+    origin = subprocess.Popen(
+        [
+            *(sys.executable, "-m", "deploy.cli", "origin", "--config", str(config_file)),
+            *("--port", "0", "--announce", str(announce)),
+        ],
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        deadline = time.monotonic() + 30
+        while not announce.exists():
+            assert origin.poll() is None, origin.stderr.read() if origin.stderr else ""
+            assert time.monotonic() < deadline, "origin did not announce itself"
+            time.sleep(0.05)
+        url = json.loads(announce.read_text())["url"] + "/v/sample-testsrc/master.m3u8"
+        probe = subprocess.run(
+            ["ffprobe", "-v", "error", "-show_streams", "-of", "json", url],
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+        assert probe.returncode == 0, probe.stderr
+        heights = {s.get("height") for s in json.loads(probe.stdout)["streams"]}
+        assert {640, 960, 1280} <= heights
+    finally:
+        origin.send_signal(signal.SIGTERM)
+        origin.wait(timeout=15)
+    assert origin.returncode == 0
+
+
+def test_an_unreachable_s3_store_is_a_clear_error(tmp_path: Path) -> None:
+    closed = f"http://127.0.0.1:{free_port()}"
+    result = _shoal(
+        "samples", "--set", "store.backend=s3", "--set", f"store.s3.endpoint_url={closed}"
+    )
+    assert result.returncode == 1
+    assert result.stderr.startswith("shoal: content store unavailable:")
+    assert closed in result.stderr
+    assert "Traceback" not in result.stderr

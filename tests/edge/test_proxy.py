@@ -46,8 +46,12 @@ async def upstream() -> AsyncIterator[TestServer]:
     app = web.Application()
     app[SEEN_PATHS] = []
     app.router.add_route("*", "/{tail:.*}", _echo)
-    async with TestServer(app, host="127.0.0.1") as server:
+    server = TestServer(app, host="127.0.0.1")
+    await server.start_server()
+    try:
         yield server
+    finally:
+        await server.close()
 
 
 def _closed_port_url() -> str:
