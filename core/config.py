@@ -13,6 +13,9 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+MIB = 1024 * 1024
+GIB = 1024 * MIB
+
 
 class ConfigError(ValueError):
     """The configuration is invalid; the message names the key and what was expected."""
@@ -75,16 +78,38 @@ class CacheNodeConfig:
     host: str = _opt("127.0.0.1", "address to listen on")
     port: int = _opt(8080, "TCP port to listen on (0 picks a free one)", min=0, max=65535)
     upstreams: list[str] = _list_opt(
-        ["http://127.0.0.1:8000"], "base URLs of the next tier, tried in order on failure"
+        ["http://127.0.0.1:8000"],
+        "base URLs of the next tier; each key goes to one of them by rendezvous hashing",
     )
+    origin: str = _opt("", "base URL tried when every upstream failed (empty: none)")
     connect_timeout: float = _opt(2.0, "seconds to open a connection upstream", min=0.001)
     upstream_timeout: float = _opt(
         15.0, "seconds an upstream may take to answer a request", min=0.001
     )
+    memory_bytes: int = _opt(256 * MIB, "bytes of the memory tier", min=0)
+    eviction: str = _opt(
+        "s3fifo", "eviction policy", choices=("lru", "s3fifo", "sieve", "wtinylfu", "gdsf")
+    )
+    admission: str = _opt("viral", "admission policy", choices=("always", "second-hit", "viral"))
+    hot_rate: float = _opt(
+        0.0,
+        "viral admission: requests/s above which a video is hot (0: the tier's adaptive "
+        "default, about the top 1% of videos at an edge, 10% at a regional node)",
+        min=0.0,
+    )
+    half_life: float = _opt(
+        60.0, "viral admission: seconds for a video's request rate to halve", min=0.001
+    )
+    negative_ttl: float = _opt(10.0, "seconds a 404 without explicit freshness is cached", min=0)
+    uncacheable_ttl: float = _opt(
+        30.0, "seconds a key whose response was not shareable bypasses coalescing", min=0
+    )
+    purge_token: str = _opt("", "bearer token of the purge API (empty: purging is disabled)")
+    hint_token: str = _opt("", "bearer token of the trending-hints API (empty: hints are disabled)")
 
 
 def _regional_defaults() -> CacheNodeConfig:
-    return CacheNodeConfig(port=8090)
+    return CacheNodeConfig(port=8090, memory_bytes=GIB)
 
 
 def _edge_defaults() -> CacheNodeConfig:
@@ -213,11 +238,17 @@ def load_config(data: Mapping[str, Any], base: ShoalConfig | None = None) -> Sho
         if not node.upstreams:
             raise ConfigError(f"{section}.upstreams", "expected at least one upstream URL")
         for url in node.upstreams:
-            if not url.startswith(("http://", "https://")):
-                raise ConfigError(
-                    f"{section}.upstreams", f"expected http:// or https:// URLs, got {url!r}"
-                )
+            _check_url(f"{section}.upstreams", url)
+        if len(set(node.upstreams)) != len(node.upstreams):
+            raise ConfigError(f"{section}.upstreams", "expected distinct URLs, got duplicates")
+        if node.origin:
+            _check_url(f"{section}.origin", node.origin)
     return config
+
+
+def _check_url(key: str, url: str) -> None:
+    if not url.startswith(("http://", "https://")):
+        raise ConfigError(key, f"expected http:// or https:// URLs, got {url!r}")
 
 
 def parse_override(assignment: str) -> tuple[list[str], str]:

@@ -147,6 +147,7 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="URL",
         help="base URL of the next tier (repeatable; overrides the config)",
     )
+    edge.add_argument("--origin", help="base URL to fall back to when every upstream fails")
 
     samples = commands.add_parser(
         "samples",
@@ -168,7 +169,12 @@ def build_parser() -> argparse.ArgumentParser:
 
 def _node_flags(args: argparse.Namespace, section: str) -> dict[str, Any]:
     """The node's command-line flags as a config layer over `section` (they win over --set)."""
-    flags = {"host": args.host, "port": args.port, "upstreams": getattr(args, "upstreams", None)}
+    flags = {
+        "host": args.host,
+        "port": args.port,
+        "upstreams": getattr(args, "upstreams", None),
+        "origin": getattr(args, "origin", None),
+    }
     return {section: {key: value for key, value in flags.items() if value is not None}}
 
 
@@ -207,13 +213,13 @@ def _run_origin(args: argparse.Namespace) -> int:
 
 def _run_edge(args: argparse.Namespace) -> int:
     from deploy.serve import serve
-    from edge.proxy import make_edge_app
+    from edge.app import make_cache_app
 
     config = resolve_config(args.config, args.overrides, _node_flags(args, args.tier))
     _setup_logging(config)
     node = getattr(config, args.tier)
     name = args.name or args.tier
-    app = make_edge_app(node, tier=args.tier, name=name)
+    app = make_cache_app(node, tier=args.tier, name=name)
     uvloop.run(
         serve(
             app, host=node.host, port=node.port, kind=args.tier, name=name, announce=args.announce

@@ -9,7 +9,9 @@ to SIGTERM it if this process dies, so even a SIGKILLed `shoal up` leaves no orp
 
 import contextlib
 import ctypes
+import dataclasses
 import json
+import secrets
 import signal
 import subprocess
 import sys
@@ -53,6 +55,14 @@ class LocalStack:
     """The processes of one `shoal up`, started and stopped together."""
 
     def __init__(self, config: ShoalConfig, runtime_dir: Path) -> None:
+        # Admin tokens for this run only: the purge and trending APIs are live but private.
+        purge, hint = secrets.token_urlsafe(24), secrets.token_urlsafe(24)
+        config = dataclasses.replace(
+            config,
+            edge=dataclasses.replace(config.edge, purge_token=purge, hint_token=hint),
+            regional=dataclasses.replace(config.regional, purge_token=purge, hint_token=hint),
+        )
+        self.tokens = {"purge": purge, "trending": hint}
         self._config = config
         self._runtime_dir = runtime_dir
         self._config_file = runtime_dir / "stack.toml"
@@ -66,9 +76,11 @@ class LocalStack:
             self._spawn(f"regional-{i}", "regional", [origin]) for i in range(1, up.regionals + 1)
         ]
         for i in range(1, up.edges + 1):
-            self._spawn(f"edge-{i}", "edge", regionals)
+            self._spawn(f"edge-{i}", "edge", regionals, fallback=origin)
 
-    def _spawn(self, name: str, kind: str, upstreams: list[Node]) -> Node:
+    def _spawn(
+        self, name: str, kind: str, upstreams: list[Node], fallback: Node | None = None
+    ) -> Node:
         announce = self._runtime_dir / f"{name}.json"
         command = [sys.executable, "-m", "deploy.cli"]
         command += ["origin"] if kind == "origin" else ["edge", "--tier", kind]
@@ -76,6 +88,8 @@ class LocalStack:
         command += ["--announce", str(announce)]
         for upstream in upstreams:
             command += ["--upstream", upstream.url]
+        if fallback is not None:
+            command += ["--origin", fallback.url]
         process = subprocess.Popen(command, preexec_fn=_die_with_parent, stdin=subprocess.DEVNULL)
         node = Node(name, kind, [u.url for u in upstreams], process, announce)
         node.upstream_names = [u.name for u in upstreams]
@@ -133,6 +147,7 @@ def _status(stack: LocalStack, videos: list[str]) -> dict[str, object]:
             }
             for n in stack.nodes
         ],
+        "tokens": stack.tokens,
         "playlists": [
             {"video": video, "edge": edge.name, "url": f"{edge.url}/v/{video}/master.m3u8"}
             for video in videos

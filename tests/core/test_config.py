@@ -92,7 +92,7 @@ _names = st.text(st.characters(codec="utf-8"), max_size=30)
     endpoint=_names,
     port=st.integers(0, 65535),
     timeout=st.floats(0.001, 1e6, allow_nan=False),
-    upstreams=st.lists(_names.map(lambda s: "http://" + s), min_size=1, max_size=3),
+    upstreams=st.lists(_names.map(lambda s: "http://" + s), min_size=1, max_size=3, unique=True),
     create=st.booleans(),
 )
 def test_dump_round_trips_any_valid_config(
@@ -105,3 +105,8 @@ def test_dump_round_trips_any_valid_config(
         }
     )
     assert load_config(tomllib.loads(dump_config(config))) == config
+
+
+def test_duplicate_upstreams_are_refused() -> None:
+    with pytest.raises(ConfigError, match="expected distinct URLs, got duplicates"):
+        load_config({"edge": {"upstreams": ["http://a", "http://a"]}})

@@ -1,0 +1,849 @@
+"""`CacheNode`: one edge or regional cache node's decisions, in Varnish's request phases.
+
+    recv -> hash -> lookup -> hit | miss | pass -> backend response -> deliver
+
+`handle(event)` returns the commands the shell must execute, in order. The node never touches a
+byte of content: the shell streams bodies and keeps stored objects under the ids the node gives.
+
+Request coalescing: at most one fetch per cache key is in flight. Requests that find a fetch in
+flight wait on it (before its response arrives) or attach to its stream (after), so a viral burst
+costs one upstream request. A response that turns out not to be shareable (private, no-store,
+Vary: *) releases the waiters to fetch on their own, and the key is remembered as pass-only for
+`uncacheable_ttl` (Varnish's hit-for-pass) so later requests do not queue behind it again. A
+server error (5xx) is not stored either, but it goes to every waiter and leaves the key as it
+was: it says the upstream is in trouble, not that the object cannot be shared.
+
+Every request is answered exactly once: by a `Respond`, a `ServeStored`, or a `Delivery` inside
+`StreamFetch`/`AttachToFetch` (a stream cut by `AbortFetch` counts: the client sees a truncated
+response it can detect by its Content-Length).
+"""
+
+import itertools
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass, field
+from enum import Enum
+
+from core.cache.admission import AdmissionPolicy
+from core.cache.commands import (
+    AbortFetch,
+    AttachToFetch,
+    Command,
+    Delivery,
+    DropStored,
+    FetchUpstream,
+    ProbeParent,
+    ReleaseFetch,
+    Respond,
+    ServeStored,
+    StoreFetched,
+    StreamFetch,
+)
+from core.cache.events import (
+    ClientGone,
+    Event,
+    FetchCompleted,
+    Fields,
+    ProbeCompleted,
+    PurgeRequested,
+    RequestReceived,
+    TrendingHinted,
+    UpstreamFailed,
+    UpstreamResponded,
+)
+from core.cache.index import CacheIndex
+from core.cache.objects import ObjectKind, ObjectRef, classify
+from core.cache.routing import ParentRouter
+from core.cache.status import CacheStatus
+from core.http import caching
+from core.http.conditional import (
+    ConditionalHeaders,
+    Precondition,
+    Validators,
+    evaluate_preconditions,
+    parse_http_date,
+)
+from core.http.paths import UnsafePath, check_raw_path
+from core.http.ranges import SatisfiableRange, UnsatisfiableRange, parse_range
+from manifests import ManifestError, MasterPlaylist, parse
+
+CACHEABLE_METHODS = frozenset({"GET", "HEAD"})
+UNSAFE_METHODS = frozenset({"POST", "PUT", "DELETE", "PATCH"})
+REFUSED_METHODS = frozenset({"CONNECT", "TRACE"})
+
+# RFC 9110 section 7.6.1 hop-by-hop fields, plus the ones this node sets itself.
+_HOP_BY_HOP = frozenset(
+    {
+        "connection",
+        "keep-alive",
+        "proxy-authenticate",
+        "proxy-authorization",
+        "proxy-connection",
+        "te",
+        "trailer",
+        "transfer-encoding",
+        "upgrade",
+        "host",
+    }
+)
+# A fetch made to fill the cache asks for the whole object and carries the node's own validators:
+# the client's range and conditionals are applied by the node when it delivers.
+_CLIENT_ONLY_FIELDS = frozenset(
+    {"range", "if-range", "if-match", "if-none-match", "if-modified-since", "if-unmodified-since"}
+)
+# Fields a delivery sets itself from the stored object's or the fetch's facts.
+_DELIVERY_FIELDS = frozenset({"content-length", "content-range", "age", "cache-status"})
+# 5xx answers from a parent that say the parent, not the object, is in trouble.
+_PARENT_TROUBLE = frozenset({502, 503, 504})
+
+
+@dataclass(frozen=True)
+class NodeSettings:
+    name: str
+    tier: str
+    """"edge" or "regional"."""
+    parents: tuple[str, ...]
+    """Base URLs of the next tier, chosen per key by rendezvous hashing."""
+    origin: str | None = None
+    """Base URL tried after every parent failed (None: the parents are the last resort)."""
+    negative_ttl: float = 10.0
+    """Seconds a 404 without explicit freshness is cached."""
+    uncacheable_ttl: float = 30.0
+    """Seconds a key whose response was not shareable goes straight to the upstream."""
+
+
+class _Mode(Enum):
+    FILL = "fill"
+    """Fetch a missing object for the waiting requests and maybe store it."""
+    REVALIDATE = "revalidate"
+    """Ask the upstream whether a stored, stale object is still good (conditional request)."""
+    PASS = "pass"
+    """One request's own fetch: never coalesced, never stored."""
+    PREWARM = "prewarm"
+    """A fetch the node makes for itself (trending hints); `want_body` for playlists."""
+
+
+@dataclass(slots=True)
+class _Waiter:
+    request_id: int
+    method: str
+    headers: Fields
+    secondary_key: tuple[str | None, ...] | None = None
+
+
+@dataclass(slots=True)
+class _Stored:
+    object_id: str
+    key: str
+    ref: ObjectRef
+    meta: caching.StoredResponseMeta
+    size: int
+    vary: tuple[str, ...]
+
+
+@dataclass(slots=True)
+class _Fetch:
+    fetch_id: int
+    key: str
+    ref: ObjectRef
+    mode: _Mode
+    method: str
+    target: str
+    headers: Fields
+    """The fields sent upstream."""
+    candidates: list[str]
+    started: float
+    waiters: list[_Waiter] = field(default_factory=list)
+    upstream: str = ""
+    responded: bool = False
+    shareable: bool = False
+    store_as: str | None = None
+    meta: caching.StoredResponseMeta | None = None
+    size_hint: int | None = None
+    stale: _Stored | None = None
+    """The stored object being revalidated, or the one usable if this fetch fails."""
+    invalidates: bool = False
+    """An unsafe request: a non-error response invalidates its target (RFC 9111 4.4)."""
+    delivered: int = 0
+
+
+@dataclass
+class NodeStats:
+    """Counters the shell exports as metrics and the simulator reports."""
+
+    requests: dict[str, int] = field(default_factory=dict)
+    hits: dict[str, int] = field(default_factory=dict)
+    misses: dict[str, int] = field(default_factory=dict)
+    passes: int = 0
+    upstream_fetches: int = 0
+    coalesced_waiters: int = 0
+    admission_rejects: int = 0
+    evictions: int = 0
+    stale_served: int = 0
+    upstream_failures: int = 0
+    purged: int = 0
+
+    @staticmethod
+    def bump(counter: dict[str, int], kind: ObjectKind) -> None:
+        counter[kind.value] = counter.get(kind.value, 0) + 1
+
+
+class CacheNode:
+    """The decisions of one cache node; see the module docstring."""
+
+    def __init__(
+        self,
+        settings: NodeSettings,
+        *,
+        index: CacheIndex,
+        admission: AdmissionPolicy,
+        router: ParentRouter,
+    ) -> None:
+        self.settings = settings
+        self.stats = NodeStats()
+        self._index = index
+        self._admission = admission
+        self._router = router
+        self._variants: dict[str, list[_Stored]] = {}
+        self._by_object: dict[str, _Stored] = {}
+        self._fetches: dict[int, _Fetch] = {}
+        self._fetch_for_key: dict[str, int] = {}
+        self._pass_until: dict[str, float] = {}
+        self._fetch_ids = itertools.count(1)
+        self._object_ids = itertools.count(1)
+
+    # ---- the shell's interface -------------------------------------------------------------
+
+    def handle(self, event: Event) -> list[Command]:
+        """Process one event; return the commands to execute, in order."""
+        match event:
+            case RequestReceived():
+                return list(self._recv(event))
+            case UpstreamResponded():
+                return list(self._backend_response(event))
+            case UpstreamFailed():
+                return list(self._upstream_failed(event))
+            case FetchCompleted():
+                return list(self._fetch_completed(event))
+            case ClientGone():
+                self._forget_waiter(event.request_id)
+                return []
+            case PurgeRequested():
+                return list(self._purge(event))
+            case TrendingHinted():
+                return list(self._trending(event))
+            case ProbeCompleted():
+                if event.healthy:
+                    self._router.report_success(event.parent, event.now)
+                else:
+                    self._router.report_failure(event.parent, event.now)
+                return []
+
+    def next_deadline(self) -> float | None:
+        """When `on_timer` should next run (health probes of parents in back-off)."""
+        return self._router.next_deadline()
+
+    def on_timer(self, now: float) -> list[Command]:
+        return [ProbeParent(parent) for parent in self._router.probes_due(now)]
+
+    def has_usable_upstream(self, now: float) -> bool:
+        """Readiness: some upstream is in rotation."""
+        return self._router.is_usable(now)
+
+    @property
+    def stored_objects(self) -> int:
+        return len(self._by_object)
+
+    @property
+    def stored_bytes(self) -> int:
+        return self._index.used_bytes
+
+    # ---- recv, hash, lookup -----------------------------------------------------------------
+
+    def _recv(self, event: RequestReceived) -> Iterator[Command]:
+        try:
+            path = check_raw_path(event.target)
+        except UnsafePath as exc:
+            yield self._synth(event.request_id, 400, f"bad request path: {exc}")
+            return
+        method = event.method.upper()
+        ref = classify(path)
+        NodeStats.bump(self.stats.requests, ref.kind)
+        if method in REFUSED_METHODS:
+            yield self._synth(event.request_id, 405, f"method {method} not allowed")
+            return
+        key = event.target  # hash: the whole target, query included (RFC 9111 section 2)
+        waiter = _Waiter(event.request_id, method, event.headers)
+        if method not in CACHEABLE_METHODS or self._pass_until.get(key, 0.0) > event.now:
+            self.stats.passes += 1
+            yield from self._start_pass(key, ref, waiter, event.now, method in UNSAFE_METHODS)
+            return
+        self._admission.observe(ref, event.now)
+        yield from self._lookup(key, ref, waiter, event.now)
+
+    def _lookup(self, key: str, ref: ObjectRef, waiter: _Waiter, now: float) -> Iterator[Command]:
+        request_cc = caching.parse_cache_control(waiter.headers.get("cache-control"))
+        stored = self._select_variant(key, waiter.headers)
+        if stored is not None:
+            verdict = caching.evaluate_stored(waiter.headers, stored.meta, now)
+            if verdict.state is caching.FreshnessState.FRESH:
+                yield self._serve_hit(stored, waiter, now, CacheStatus.hit(self.settings.name))
+                return
+            if verdict.state is caching.FreshnessState.STALE_WHILE_REVALIDATE:
+                self.stats.stale_served += 1
+                yield self._serve_hit(stored, waiter, now, CacheStatus.hit(self.settings.name))
+                if key not in self._fetch_for_key:
+                    yield from self._start_fetch(key, ref, _Mode.REVALIDATE, [], now, stored)
+                return
+        if request_cc.only_if_cached:
+            # RFC 9111 section 5.2.1.7: nothing usable stored, and the client forbids a fetch.
+            yield self._synth(waiter.request_id, 504, "not in cache (only-if-cached)")
+            return
+        NodeStats.bump(self.stats.misses, ref.kind)
+        in_flight = self._fetches.get(self._fetch_for_key.get(key, 0))
+        if in_flight is not None:
+            self.stats.coalesced_waiters += 1
+            yield from self._join(in_flight, waiter, now)
+            return
+        mode = _Mode.FILL if stored is None else _Mode.REVALIDATE
+        yield from self._start_fetch(key, ref, mode, [waiter], now, stored)
+
+    def _select_variant(self, key: str, request_headers: Fields) -> _Stored | None:
+        for stored in self._variants.get(key, ()):
+            if stored.meta.secondary_key == caching.secondary_key(request_headers, stored.vary):
+                return stored
+        return None
+
+    # ---- miss and pass: fetches ---------------------------------------------------------------
+
+    def _start_fetch(
+        self,
+        key: str,
+        ref: ObjectRef,
+        mode: _Mode,
+        waiters: list[_Waiter],
+        now: float,
+        stale: _Stored | None = None,
+    ) -> Iterator[Command]:
+        leader_headers = waiters[0].headers if waiters else {}
+        headers = self._upstream_fields(leader_headers)
+        if mode is _Mode.REVALIDATE and stale is not None:
+            headers.update(caching.validators_for_revalidation(stale.meta.headers))
+        fetch = _Fetch(
+            fetch_id=next(self._fetch_ids),
+            key=key,
+            ref=ref,
+            mode=mode,
+            method="GET",
+            target=key,
+            headers=headers,
+            candidates=self._router.candidates(key, now),
+            started=now,
+            waiters=waiters,
+            stale=stale,
+        )
+        self._fetches[fetch.fetch_id] = fetch
+        self._fetch_for_key[key] = fetch.fetch_id
+        yield from self._send(fetch, now)
+
+    def _start_pass(
+        self, key: str, ref: ObjectRef, waiter: _Waiter, now: float, invalidates: bool
+    ) -> Iterator[Command]:
+        fetch = _Fetch(
+            fetch_id=next(self._fetch_ids),
+            key=key,
+            ref=ref,
+            mode=_Mode.PASS,
+            method=waiter.method,
+            target=key,
+            headers=self._upstream_fields(waiter.headers, keep_conditionals=True),
+            candidates=self._router.candidates(key, now),
+            started=now,
+            waiters=[waiter],
+            invalidates=invalidates,
+        )
+        self._fetches[fetch.fetch_id] = fetch
+        yield from self._send(fetch, now)
+
+    def _send(self, fetch: _Fetch, now: float) -> Iterator[Command]:
+        """Send `fetch` to its next candidate, or give up when none is left."""
+        if not fetch.candidates:
+            yield from self._give_up(fetch, now, "no upstream answered")
+            return
+        fetch.upstream = fetch.candidates.pop(0)
+        self.stats.upstream_fetches += 1
+        yield FetchUpstream(
+            fetch_id=fetch.fetch_id,
+            target=fetch.upstream,
+            method=fetch.method,
+            path=fetch.target,
+            headers=fetch.headers,
+            want_body=fetch.mode is _Mode.PREWARM and fetch.ref.kind is ObjectKind.PLAYLIST,
+            body_of=fetch.waiters[0].request_id if fetch.invalidates and fetch.waiters else None,
+        )
+
+    def _upstream_fields(
+        self, client: Fields, *, keep_conditionals: bool = False
+    ) -> dict[str, str]:
+        dropped = _HOP_BY_HOP | _connection_tokens(client)
+        if not keep_conditionals:
+            dropped |= _CLIENT_ONLY_FIELDS
+        fields = {name: value for name, value in client.items() if name not in dropped}
+        fields["via"] = _append_via(client.get("via"), self.settings.name)
+        return fields
+
+    def _join(self, fetch: _Fetch, waiter: _Waiter, now: float) -> Iterator[Command]:
+        if not fetch.responded:
+            fetch.waiters.append(waiter)
+            return
+        assert fetch.meta is not None
+        if caching.secondary_key(waiter.headers, _vary_names(fetch.meta)) != (
+            fetch.meta.secondary_key
+        ):
+            # Another variant of the key: it needs its own response.
+            yield from self._start_pass(fetch.key, fetch.ref, waiter, now, invalidates=False)
+            return
+        status = CacheStatus.forward(self.settings.name, "uri-miss", fetch.meta.status)
+        yield AttachToFetch(
+            fetch.fetch_id,
+            self._delivery(waiter, fetch.meta, fetch.size_hint, now, status.collapsed()),
+        )
+
+    # ---- backend response -------------------------------------------------------------------
+
+    def _backend_response(self, event: UpstreamResponded) -> Iterator[Command]:
+        fetch = self._fetches.get(event.fetch_id)
+        if fetch is None:
+            return
+        if event.status in _PARENT_TROUBLE and fetch.candidates:
+            # The parent, not the object, is failing: the next candidate may well answer.
+            self._router.report_failure(fetch.upstream, event.now)
+            yield ReleaseFetch(fetch.fetch_id)
+            yield from self._send(fetch, event.now)
+            return
+        if (
+            event.status >= 500
+            and fetch.stale is not None
+            and self._stale_if_error(fetch, event.now)
+        ):
+            yield ReleaseFetch(fetch.fetch_id)
+            yield from self._serve_stale_after_error(fetch, event.now)
+            return
+        self._router.report_success(fetch.upstream, event.now)
+        if fetch.mode is _Mode.REVALIDATE and event.status == 304 and fetch.stale is not None:
+            yield ReleaseFetch(fetch.fetch_id)
+            if caching.selects_stored([fetch.stale.meta], event.headers, now=event.now):
+                yield from self._revalidated(fetch, event)
+            else:
+                # RFC 9111 section 4.3.4: a 304 that selects nothing stored cannot answer the
+                # waiters; fetch the full response for them instead.
+                yield from self._refetch_in_full(fetch, event.now)
+            return
+        yield from self._stream_response(fetch, event)
+
+    def _stream_response(self, fetch: _Fetch, event: UpstreamResponded) -> Iterator[Command]:
+        fetch.responded = True
+        leader_headers = fetch.waiters[0].headers if fetch.waiters else fetch.headers
+        vary = caching.vary_field_names(event.headers)
+        fetch.meta = caching.StoredResponseMeta(
+            status=event.status,
+            headers=dict(event.headers),
+            request_time=fetch.started,
+            response_time=event.now,
+            secondary_key=caching.secondary_key(leader_headers, vary or ()),
+            lifetime_floor=self._negative_lifetime(event),
+        )
+        fetch.size_hint = _content_length(event.headers)
+        fetch.shareable = (
+            fetch.mode is not _Mode.PASS
+            and vary is not None
+            and caching.is_storable(fetch.method, event.status, leader_headers, event.headers)
+        )
+        if fetch.mode is _Mode.PASS:
+            yield from self._stream_pass(fetch, event)
+            return
+        # A server error is not stored, but it is a fact about the upstream right now, not about
+        # the object: it goes to every waiter (rather than sending each to the struggling
+        # upstream on its own), and it does not make the key pass-only.
+        server_error = event.status >= 500
+        if not fetch.shareable:
+            if not server_error:
+                self._pass_until[fetch.key] = event.now + self.settings.uncacheable_ttl
+            self._fetch_for_key.pop(fetch.key, None)
+        elif self._admits(fetch, event):
+            fetch.store_as = f"{next(self._object_ids)}:{fetch.key}"
+        status = CacheStatus.forward(
+            self.settings.name, "uri-miss" if fetch.stale is None else "stale", event.status
+        )
+        if fetch.store_as is not None:
+            status = status.stored()
+        deliveries: list[Delivery] = []
+        for position, waiter in enumerate(fetch.waiters):
+            if not fetch.shareable and not server_error and position > 0:
+                continue  # released below: the response is the leader's alone
+            matches = caching.secondary_key(waiter.headers, vary or ()) == fetch.meta.secondary_key
+            if matches:
+                shown = status if position == 0 else status.collapsed()
+                deliveries.append(
+                    self._delivery(waiter, fetch.meta, fetch.size_hint, event.now, shown)
+                )
+        released = [
+            w for w in fetch.waiters if w.request_id not in {d.request_id for d in deliveries}
+        ]
+        fetch.waiters = []
+        fetch.delivered = len(deliveries)
+        yield StreamFetch(fetch.fetch_id, tuple(deliveries))
+        for waiter in released:
+            self.stats.passes += 1
+            yield from self._start_pass(fetch.key, fetch.ref, waiter, event.now, invalidates=False)
+
+    def _stream_pass(self, fetch: _Fetch, event: UpstreamResponded) -> Iterator[Command]:
+        assert fetch.meta is not None
+        waiter = fetch.waiters[0]
+        fetch.waiters = []
+        headers = _end_to_end(event.headers)
+        headers["cache-status"] = _append_status(
+            event.headers, CacheStatus.forward(self.settings.name, "bypass", event.status)
+        )
+        headers["via"] = _append_via(event.headers.get("via"), self.settings.name)
+        delivery = Delivery(
+            waiter.request_id, event.status, headers, with_body=waiter.method != "HEAD"
+        )
+        yield StreamFetch(fetch.fetch_id, (delivery,))
+        if fetch.invalidates and event.status < 400:
+            keys = caching.invalidated_uris(fetch.method, event.status, fetch.key, event.headers)
+            yield from self._drop_keys(keys)
+
+    def _admits(self, fetch: _Fetch, event: UpstreamResponded) -> bool:
+        request_cc = caching.parse_cache_control(fetch.headers.get("cache-control"))
+        if request_cc.no_store:
+            return False
+        size = fetch.size_hint or 0
+        if size > self._index.capacity_bytes or (
+            fetch.mode is not _Mode.PREWARM
+            and not self._admission.admit(fetch.ref, size, event.now)
+        ):
+            self.stats.admission_rejects += 1
+            return False
+        return True
+
+    def _negative_lifetime(self, event: UpstreamResponded) -> float | None:
+        # Short negative caching: a 404 without explicit freshness lives `negative_ttl`.
+        if event.status == 404 and not caching.has_explicit_freshness(event.headers):
+            return self.settings.negative_ttl
+        return None
+
+    def _revalidated(self, fetch: _Fetch, event: UpstreamResponded) -> Iterator[Command]:
+        """RFC 9111 section 4.3.4: a 304 freshens the stored response; serve it."""
+        stored = fetch.stale
+        assert stored is not None
+        self._fetches.pop(fetch.fetch_id, None)
+        self._fetch_for_key.pop(fetch.key, None)
+        stored.meta = caching.StoredResponseMeta(
+            status=stored.meta.status,
+            headers=caching.freshen_headers(stored.meta.headers, event.headers),
+            request_time=fetch.started,
+            response_time=event.now,
+            secondary_key=stored.meta.secondary_key,
+            lifetime_floor=stored.meta.lifetime_floor,
+        )
+        status = CacheStatus.forward(self.settings.name, "stale", 304)
+        for position, waiter in enumerate(fetch.waiters):
+            shown = status if position == 0 else status.collapsed()
+            yield self._serve_hit(stored, waiter, event.now, shown)
+
+    def _refetch_in_full(self, fetch: _Fetch, now: float) -> Iterator[Command]:
+        stale = fetch.stale
+        assert stale is not None
+        self._end_fetch(fetch)
+        self._forget_object(stale.object_id)
+        yield DropStored((stale.object_id,))
+        yield from self._start_fetch(fetch.key, fetch.ref, _Mode.FILL, fetch.waiters, now)
+
+    def _upstream_failed(self, event: UpstreamFailed) -> Iterator[Command]:
+        fetch = self._fetches.get(event.fetch_id)
+        if fetch is None:
+            return
+        self.stats.upstream_failures += 1
+        self._router.report_failure(fetch.upstream, event.now)
+        if fetch.responded:
+            # Mid-body: the streams already started are cut; nothing of it is stored.
+            self._end_fetch(fetch)
+            yield AbortFetch(fetch.fetch_id)
+            return
+        yield from self._send(fetch, event.now)
+
+    def _give_up(self, fetch: _Fetch, now: float, reason: str) -> Iterator[Command]:
+        if fetch.stale is not None and self._stale_if_error(fetch, now):
+            yield from self._serve_stale_after_error(fetch, now)
+            return
+        self._end_fetch(fetch)
+        for waiter in fetch.waiters:
+            yield self._synth(waiter.request_id, 502, f"{self.settings.name}: {reason}")
+
+    def _stale_if_error(self, fetch: _Fetch, now: float) -> bool:
+        assert fetch.stale is not None
+        request_headers = fetch.waiters[0].headers if fetch.waiters else {}
+        return caching.evaluate_stored(request_headers, fetch.stale.meta, now).usable_if_error(now)
+
+    def _serve_stale_after_error(self, fetch: _Fetch, now: float) -> Iterator[Command]:
+        stored = fetch.stale
+        assert stored is not None
+        self._end_fetch(fetch)
+        status = CacheStatus.forward(self.settings.name, "stale", None).detail("stale-if-error")
+        for waiter in fetch.waiters:
+            self.stats.stale_served += 1
+            yield self._serve_hit(stored, waiter, now, status)
+
+    def _fetch_completed(self, event: FetchCompleted) -> Iterator[Command]:
+        fetch = self._fetches.get(event.fetch_id)
+        if fetch is None:
+            yield ReleaseFetch(event.fetch_id)
+            return
+        self._end_fetch(fetch)
+        if fetch.mode is _Mode.PREWARM and event.body is not None:
+            yield ReleaseFetch(fetch.fetch_id)
+            yield from self._prewarm_from_playlist(fetch, event.body, event.now)
+            return
+        if fetch.store_as is None or fetch.meta is None:
+            yield ReleaseFetch(fetch.fetch_id)
+            return
+        yield from self._store(fetch, event.size, event.now)
+
+    def _store(self, fetch: _Fetch, size: int, now: float) -> Iterator[Command]:
+        assert fetch.store_as is not None and fetch.meta is not None
+        if size > self._index.capacity_bytes:
+            yield ReleaseFetch(fetch.fetch_id)
+            return
+        # A new response replaces the stored one of the same variant (RFC 9111 section 3.1).
+        replaced = [
+            s.object_id
+            for s in self._variants.get(fetch.key, ())
+            if s.meta.secondary_key == fetch.meta.secondary_key
+        ]
+        for object_id in replaced:
+            self._forget_object(object_id)
+        evicted = self._index.insert(fetch.store_as, size, now)
+        for object_id in evicted:
+            self._forget_object(object_id, evicted=True)
+        stored = _Stored(
+            fetch.store_as, fetch.key, fetch.ref, fetch.meta, size, _vary_names(fetch.meta)
+        )
+        self._variants.setdefault(fetch.key, []).append(stored)
+        self._by_object[stored.object_id] = stored
+        yield StoreFetched(fetch.fetch_id, stored.object_id)
+        if replaced or evicted:
+            yield DropStored(tuple(replaced + evicted))
+
+    def _end_fetch(self, fetch: _Fetch) -> None:
+        self._fetches.pop(fetch.fetch_id, None)
+        if self._fetch_for_key.get(fetch.key) == fetch.fetch_id:
+            del self._fetch_for_key[fetch.key]
+
+    # ---- deliver ----------------------------------------------------------------------------
+
+    def _serve_hit(
+        self, stored: _Stored, waiter: _Waiter, now: float, status: CacheStatus
+    ) -> ServeStored:
+        self._index.lookup(stored.object_id, now)
+        NodeStats.bump(self.stats.hits, stored.ref.kind)
+        age = caching.current_age_of(stored.meta, now)
+        ttl = caching.freshness_lifetime_of(stored.meta) - age
+        delivery = self._delivery(
+            waiter, stored.meta, stored.size, now, status.with_ttl(ttl), age=age
+        )
+        return ServeStored(stored.object_id, delivery)
+
+    def _delivery(
+        self,
+        waiter: _Waiter,
+        meta: caching.StoredResponseMeta,
+        size: int | None,
+        now: float,
+        status: CacheStatus,
+        *,
+        age: float | None = None,
+    ) -> Delivery:
+        """The answer to `waiter` from a response: client conditionals, Range, HEAD (deliver)."""
+        headers = {k: v for k, v in _end_to_end(meta.headers).items() if k not in _DELIVERY_FIELDS}
+        if age is not None:
+            headers["age"] = caching.age_header_value(age)
+        elif "age" in meta.headers:
+            headers["age"] = meta.headers["age"]
+        headers["cache-status"] = _append_status(meta.headers, status)
+        # RFC 9110 section 7.6.3: every proxy adds itself to Via, responses included.
+        headers["via"] = _append_via(meta.headers.get("via"), self.settings.name)
+        with_body = waiter.method != "HEAD"
+        if meta.status != 200:
+            if size is not None:
+                headers["content-length"] = str(size)
+            return Delivery(waiter.request_id, meta.status, headers, with_body=with_body)
+        last_modified = meta.headers.get("last-modified")
+        evaluation = evaluate_preconditions(
+            waiter.method,
+            ConditionalHeaders(
+                if_match=waiter.headers.get("if-match"),
+                if_none_match=waiter.headers.get("if-none-match"),
+                if_modified_since=waiter.headers.get("if-modified-since"),
+                if_unmodified_since=waiter.headers.get("if-unmodified-since"),
+                if_range=waiter.headers.get("if-range"),
+            ),
+            Validators(
+                etag=meta.headers.get("etag"),
+                last_modified=(
+                    None if last_modified is None else parse_http_date(last_modified, now=now)
+                ),
+            ),
+            has_range="range" in waiter.headers,
+            now=now,
+        )
+        if evaluation.outcome is Precondition.NOT_MODIFIED:
+            return Delivery(waiter.request_id, 304, _not_modified_fields(headers), with_body=False)
+        if evaluation.outcome is Precondition.PRECONDITION_FAILED:
+            return Delivery(waiter.request_id, 412, {"content-length": "0"}, with_body=False)
+        if size is not None and evaluation.honour_range:
+            decision = parse_range(waiter.headers.get("range"), size)
+            if isinstance(decision, UnsatisfiableRange):
+                return Delivery(
+                    waiter.request_id,
+                    416,
+                    {"content-range": decision.content_range, "content-length": "0"},
+                    with_body=False,
+                )
+            if isinstance(decision, SatisfiableRange):
+                headers["content-range"] = decision.content_range
+                headers["content-length"] = str(decision.length)
+                return Delivery(
+                    waiter.request_id,
+                    206,
+                    headers,
+                    byte_range=(decision.start, decision.end),
+                    with_body=with_body,
+                )
+        if size is not None:
+            headers["content-length"] = str(size)
+        return Delivery(waiter.request_id, 200, headers, with_body=with_body)
+
+    def _synth(self, request_id: int, status: int, message: str) -> Respond:
+        body = (message + "\n").encode()
+        return Respond(
+            request_id,
+            status,
+            {
+                "content-type": "text/plain; charset=utf-8",
+                "content-length": str(len(body)),
+                "cache-status": str(CacheStatus.forward(self.settings.name, "request", None)),
+            },
+            body,
+        )
+
+    # ---- purge, invalidation, trending -------------------------------------------------------
+
+    def _purge(self, event: PurgeRequested) -> Iterator[Command]:
+        if event.whole_video:
+            prefix = event.path.rstrip("/") + "/"
+            keys = [k for k in self._keys() if k.split("?", 1)[0].startswith(prefix)]
+        else:
+            keys = [k for k in self._keys() if k.split("?", 1)[0] == event.path]
+        self.stats.purged += len(keys)
+        yield from self._drop_keys(keys)
+
+    def _keys(self) -> set[str]:
+        return set(self._variants) | set(self._fetch_for_key)
+
+    def _drop_keys(self, keys: Iterable[str]) -> Iterator[Command]:
+        dropped: list[str] = []
+        for key in keys:
+            for stored in list(self._variants.get(key, ())):
+                self._forget_object(stored.object_id)
+                self._index.remove(stored.object_id)
+                dropped.append(stored.object_id)
+            # A fetch in flight for the key must not store what it brings, nor gain waiters.
+            fetch = self._fetches.get(self._fetch_for_key.pop(key, 0))
+            if fetch is not None:
+                fetch.store_as = None
+        if dropped:
+            yield DropStored(tuple(dropped))
+
+    def _forget_object(self, object_id: str, *, evicted: bool = False) -> None:
+        stored = self._by_object.pop(object_id, None)
+        if stored is None:
+            return
+        if evicted:
+            self.stats.evictions += 1
+        else:
+            self._index.remove(object_id)
+        variants = self._variants.get(stored.key, [])
+        variants[:] = [s for s in variants if s.object_id != object_id]
+        if not variants:
+            self._variants.pop(stored.key, None)
+
+    def _forget_waiter(self, request_id: int) -> None:
+        for fetch in self._fetches.values():
+            fetch.waiters = [w for w in fetch.waiters if w.request_id != request_id]
+
+    def _trending(self, event: TrendingHinted) -> Iterator[Command]:
+        self._admission.hint_trending(event.video_ids, event.now)
+        for video_id in event.video_ids:
+            yield from self._prewarm(f"/v/{video_id}/master.m3u8", event.now)
+
+    def _prewarm(self, target: str, now: float) -> Iterator[Command]:
+        try:
+            check_raw_path(target)
+        except UnsafePath:
+            return
+        if target in self._variants or target in self._fetch_for_key:
+            return
+        yield from self._start_fetch(target, classify(target), _Mode.PREWARM, [], now)
+
+    def _prewarm_from_playlist(self, fetch: _Fetch, body: bytes, now: float) -> Iterator[Command]:
+        """Pre-warm what a viewer needs first: every rung's playlist, init and first segment."""
+        try:
+            playlist = parse(body.decode("utf-8"))
+        except (ManifestError, UnicodeDecodeError):
+            return
+        base = fetch.key.split("?", 1)[0].rsplit("/", 1)[0]
+        if isinstance(playlist, MasterPlaylist):
+            targets = [f"{base}/{variant.uri}" for variant in playlist.variants]
+        else:
+            targets = [f"{base}/{s.uri}" for s in playlist.segments[:1]]
+            if playlist.init is not None:
+                targets.insert(0, f"{base}/{playlist.init.uri}")
+        for target in targets:
+            yield from self._prewarm(target, now)
+
+
+def _vary_names(meta: caching.StoredResponseMeta) -> tuple[str, ...]:
+    return caching.vary_field_names(meta.headers) or ()
+
+
+def _content_length(headers: Fields) -> int | None:
+    value = headers.get("content-length", "")
+    return int(value) if value.isdigit() and len(value) <= 15 else None
+
+
+def _connection_tokens(fields: Fields) -> frozenset[str]:
+    return frozenset(
+        t.strip().lower() for t in fields.get("connection", "").split(",") if t.strip()
+    )
+
+
+def _end_to_end(fields: Fields) -> dict[str, str]:
+    dropped = _HOP_BY_HOP | _connection_tokens(fields)
+    return {name: value for name, value in fields.items() if name not in dropped}
+
+
+def _append_via(existing: str | None, name: str) -> str:
+    hop = f"1.1 {name}"
+    return f"{existing}, {hop}" if existing else hop
+
+
+def _append_status(upstream: Fields, status: CacheStatus) -> str:
+    # RFC 9211 section 2: the list grows toward the client; upstream caches come first.
+    previous = upstream.get("cache-status")
+    return f"{previous}, {status}" if previous else str(status)
+
+
+def _not_modified_fields(fields: dict[str, str]) -> dict[str, str]:
+    # RFC 9110 section 15.4.5: a 304 carries the validator and caching fields, no content.
+    kept = {"etag", "cache-control", "expires", "vary", "content-location", "date", "age", "via"}
+    return {k: v for k, v in fields.items() if k in kept or k == "cache-status"}

@@ -1,0 +1,342 @@
+"""The cache node's HTTP shell: aiohttp in front of a `CacheNode` and its `CommandRunner`.
+
+Every request that is not an admin route goes to the node; the answer it commands is written
+here: complete bytes (stored or synthetic) or a stream that follows an upstream fetch as it
+arrives, so a miss never waits for the whole body. A stream whose fetch fails is cut, so the
+client sees fewer bytes than Content-Length announced.
+
+Admin routes: `POST /_shoal/purge` and `POST /_shoal/trending` (bearer tokens), `/healthz`,
+`/readyz`, `/metrics` (Prometheus).
+"""
+
+import asyncio
+import hmac
+import itertools
+import json
+import logging
+import time
+from collections.abc import AsyncIterator, Callable, Iterator
+
+import aiohttp
+from aiohttp import web
+from prometheus_client import CollectorRegistry, Histogram, generate_latest
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
+from prometheus_client.registry import Collector
+
+from core.cache.admission import AdmissionSettings, create_admission_policy
+from core.cache.events import PurgeRequested, RequestReceived, TrendingHinted
+from core.cache.eviction import create_eviction_policy
+from core.cache.index import CacheIndex
+from core.cache.node import CacheNode, NodeSettings
+from core.cache.objects import classify
+from core.cache.routing import ParentRouter
+from core.config import CacheNodeConfig
+from core.http.caching import combine_fields
+from core.http.paths import UnsafePath, check_raw_path
+from core.keys import InvalidKey, validate_key
+from edge.runner import Answer, CommandRunner, FetchBody
+
+log = logging.getLogger(__name__)
+
+RUNNER = web.AppKey("runner", CommandRunner)
+CONFIG = web.AppKey("config", CacheNodeConfig)
+REGISTRY = web.AppKey("registry", CollectorRegistry)
+LATENCY = web.AppKey("latency", Histogram)
+
+MAX_ADMIN_BODY = 64 * 1024
+MAX_FORWARDED_BODY = 1024 * 1024
+MAX_TRENDING_IDS = 1000
+
+
+def build_node(
+    config: CacheNodeConfig, *, tier: str, name: str, router: ParentRouter | None = None
+) -> CacheNode:
+    """The brain of a node, assembled from its configuration (`router`: a replacement for the
+    configured parent router, e.g. with a test's short health back-off)."""
+    return CacheNode(
+        NodeSettings(
+            name=name,
+            tier=tier,
+            parents=tuple(config.upstreams),
+            origin=config.origin or None,
+            negative_ttl=config.negative_ttl,
+            uncacheable_ttl=config.uncacheable_ttl,
+        ),
+        index=CacheIndex(
+            config.memory_bytes,
+            create_eviction_policy(config.eviction, capacity_bytes=config.memory_bytes),
+        ),
+        admission=create_admission_policy(
+            config.admission,
+            AdmissionSettings(
+                tier=tier, hot_rate=config.hot_rate or None, half_life=config.half_life
+            ),
+        ),
+        router=ParentRouter(config.upstreams, config.origin or None) if router is None else router,
+    )
+
+
+def make_cache_app(
+    config: CacheNodeConfig,
+    *,
+    tier: str,
+    name: str,
+    clock: Callable[[], float] = time.time,
+    router: ParentRouter | None = None,
+) -> web.Application:
+    """The HTTP application of an edge or regional cache node.
+
+    `clock` is the node's time (POSIX seconds; HTTP ages are computed from it) and `router` a
+    replacement parent router: both for tests, which control time and health back-offs."""
+    app = web.Application(client_max_size=MAX_FORWARDED_BODY)
+    app[CONFIG] = config
+    registry = CollectorRegistry()
+    app[REGISTRY] = registry
+    app[LATENCY] = Histogram(
+        "shoal_request_seconds",
+        "Time to answer a client request (until the response is fully sent)",
+        ["kind"],
+        registry=registry,
+        buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5),
+    )
+
+    async def runner_context(app: web.Application) -> AsyncIterator[None]:
+        connector = aiohttp.TCPConnector(limit=512, enable_cleanup_closed=True)
+        timeout = aiohttp.ClientTimeout(
+            total=None, connect=config.connect_timeout, sock_read=config.upstream_timeout
+        )
+        # The node forwards exactly the fields it decided on: no Accept, Accept-Encoding,
+        # User-Agent or Content-Type of aiohttp's own (a default Accept-Encoding would fetch a
+        # gzip variant for a client that never asked for one, and store it under its key).
+        async with aiohttp.ClientSession(
+            connector=connector,
+            auto_decompress=False,
+            skip_auto_headers=("Accept", "Accept-Encoding", "User-Agent", "Content-Type"),
+        ) as session:
+            runner = CommandRunner(
+                build_node(config, tier=tier, name=name, router=router),
+                session,
+                request_timeout=timeout,
+                clock=clock,
+            )
+            app[RUNNER] = runner
+            registry.register(_NodeCollector(runner))
+            yield
+            await runner.close()
+
+    app.cleanup_ctx.append(runner_context)
+    app.router.add_get("/healthz", _health)
+    app.router.add_get("/readyz", _ready)
+    app.router.add_get("/metrics", _metrics)
+    app.router.add_post("/_shoal/purge", _purge)
+    app.router.add_post("/_shoal/trending", _trending)
+    app.router.add_route("*", "/{tail:.*}", _serve)
+    return app
+
+
+_request_ids = itertools.count(1)
+
+
+async def _serve(request: web.Request) -> web.StreamResponse:
+    runner = request.app[RUNNER]
+    request_id = next(_request_ids)
+    with request.app[LATENCY].labels(kind=_kind_label(request.path)).time():
+        if request.method not in ("GET", "HEAD") and request.can_read_body:
+            runner.request_bodies[request_id] = await request.read()
+        answer_future = runner.expect_answer(request_id)
+        runner.feed(
+            RequestReceived(
+                request_id,
+                request.method,
+                request.raw_path,
+                combine_fields(request.headers.items()),
+                runner.now(),
+            )
+        )
+        try:
+            answer = await answer_future
+        except asyncio.CancelledError:
+            runner.client_gone(request_id)
+            raise
+        return await _write(request, answer)
+
+
+def _kind_label(path: str) -> str:
+    return classify(path).kind.value
+
+
+async def _write(request: web.Request, answer: Answer) -> web.StreamResponse:
+    runner = request.app[RUNNER]
+    delivery = answer.delivery
+    headers = {name.title(): value for name, value in delivery.headers.items()}
+    body = answer.body
+    if not isinstance(body, FetchBody):
+        complete = web.Response(status=delivery.status, headers=headers)
+        if delivery.with_body and body:
+            if delivery.byte_range is not None:
+                first, last = delivery.byte_range
+                body = body[first : last + 1]
+            complete.body = body
+            runner.bytes_served += len(body)
+        return complete
+    response = web.StreamResponse(status=delivery.status, headers=headers)
+    await response.prepare(request)
+    if delivery.with_body:
+        offset, end = (0, None) if delivery.byte_range is None else delivery.byte_range
+        end = None if end is None else end + 1
+        try:
+            while (chunk := await body.read_from(offset, end)) is not None:
+                await response.write(chunk)
+                offset += len(chunk)
+                runner.bytes_served += len(chunk)
+        except ConnectionAbortedError:
+            # The upstream failed mid-body: cut the connection so the client sees it.
+            if request.transport is not None:
+                request.transport.abort()
+            return response
+    await response.write_eof()
+    return response
+
+
+# ---- admin routes -------------------------------------------------------------------------------
+
+
+def _authorised(request: web.Request, token: str, purpose: str) -> None:
+    """Raise 401 for a missing bearer token, 403 for a wrong one or a disabled API."""
+    field = request.headers.get("Authorization", "")
+    scheme, _, presented = field.partition(" ")
+    if scheme.lower() != "bearer" or not presented.strip():
+        raise web.HTTPUnauthorized(
+            text=f"{purpose} needs a bearer token\n",
+            headers={"WWW-Authenticate": f'Bearer realm="shoal {purpose}"'},
+        )
+    if not token:
+        raise web.HTTPForbidden(text=f"{purpose} is disabled on this node (no token configured)\n")
+    # Constant time: the comparison must not reveal how much of the token was right.
+    if not hmac.compare_digest(presented.strip().encode(), token.encode()):
+        raise web.HTTPForbidden(text=f"wrong token for {purpose}\n")
+
+
+async def _json_body(request: web.Request) -> dict[str, object]:
+    if request.content_length is not None and request.content_length > MAX_ADMIN_BODY:
+        raise web.HTTPRequestEntityTooLarge(MAX_ADMIN_BODY, request.content_length)
+    raw = await request.content.read(MAX_ADMIN_BODY + 1)
+    if len(raw) > MAX_ADMIN_BODY:
+        raise web.HTTPRequestEntityTooLarge(MAX_ADMIN_BODY, len(raw))
+    try:
+        document = json.loads(raw)
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise web.HTTPBadRequest(text=f"expected a JSON object: {exc}\n") from exc
+    if not isinstance(document, dict):
+        raise web.HTTPBadRequest(text="expected a JSON object\n")
+    return document
+
+
+def _video_id(value: object) -> str:
+    if not isinstance(value, str):
+        raise web.HTTPBadRequest(text="video ids must be strings\n")
+    try:
+        validate_key(value)
+    except InvalidKey as exc:
+        raise web.HTTPBadRequest(text=f"bad video id: {exc}\n") from exc
+    if "/" in value:
+        raise web.HTTPBadRequest(text="bad video id: contains '/'\n")
+    return value
+
+
+async def _purge(request: web.Request) -> web.Response:
+    """Purge one path (`{"path": "/v/abc/360p/index.m3u8"}`) or a video (`{"video": "abc"}`)."""
+    _authorised(request, request.app[CONFIG].purge_token, "purge")
+    document = await _json_body(request)
+    runner = request.app[RUNNER]
+    if set(document) == {"video"}:
+        event = PurgeRequested(f"/v/{_video_id(document['video'])}/", True, runner.now())
+    elif set(document) == {"path"} and isinstance(document["path"], str):
+        try:
+            path = check_raw_path(document["path"])
+        except UnsafePath as exc:
+            raise web.HTTPBadRequest(text=f"bad path: {exc}\n") from exc
+        event = PurgeRequested(path, False, runner.now())
+    else:
+        raise web.HTTPBadRequest(text='expected {"path": "/..."} or {"video": "<id>"}\n')
+    before = runner.node.stats.purged
+    runner.feed(event)
+    return web.json_response({"purged": runner.node.stats.purged - before})
+
+
+async def _trending(request: web.Request) -> web.Response:
+    """Trending hints from the origin: `{"videos": ["abc", ...]}`."""
+    _authorised(request, request.app[CONFIG].hint_token, "trending hints")
+    document = await _json_body(request)
+    videos = document.get("videos")
+    if set(document) != {"videos"} or not isinstance(videos, list):
+        raise web.HTTPBadRequest(text='expected {"videos": ["<id>", ...]}\n')
+    if len(videos) > MAX_TRENDING_IDS:
+        raise web.HTTPBadRequest(text=f"at most {MAX_TRENDING_IDS} video ids per hint\n")
+    ids = tuple(dict.fromkeys(_video_id(v) for v in videos))
+    runner = request.app[RUNNER]
+    runner.feed(TrendingHinted(ids, runner.now()))
+    return web.json_response({"accepted": len(ids)})
+
+
+async def _health(request: web.Request) -> web.Response:
+    node = request.app[RUNNER].node
+    return web.json_response(
+        {
+            "status": "ok",
+            "kind": node.settings.tier,
+            "name": node.settings.name,
+            "upstreams": list(node.settings.parents),
+        },
+        headers={"Cache-Control": "no-store"},
+    )
+
+
+async def _ready(request: web.Request) -> web.Response:
+    runner = request.app[RUNNER]
+    ready = runner.node.has_usable_upstream(runner.now())
+    return web.json_response(
+        {"ready": ready}, status=200 if ready else 503, headers={"Cache-Control": "no-store"}
+    )
+
+
+async def _metrics(request: web.Request) -> web.Response:
+    return web.Response(
+        body=generate_latest(request.app[REGISTRY]),
+        headers={"Content-Type": "text/plain; version=0.0.4; charset=utf-8"},
+    )
+
+
+class _NodeCollector(Collector):
+    """Exports the node's own counters at scrape time (no double bookkeeping)."""
+
+    def __init__(self, runner: CommandRunner) -> None:
+        self._runner = runner
+
+    def collect(self) -> Iterator[Metric]:
+        node = self._runner.node
+        stats = node.stats
+        for name, help_text, counts in (
+            ("shoal_requests", "Client requests by object kind", stats.requests),
+            ("shoal_cache_hits", "Requests answered from the cache", stats.hits),
+            ("shoal_cache_misses", "Requests that needed the upstream", stats.misses),
+        ):
+            family = CounterMetricFamily(name, help_text, labels=["kind"])
+            for kind, count in sorted(counts.items()):
+                family.add_metric([kind], count)
+            yield family
+        for name, help_text, value in (
+            ("shoal_passes", "Requests passed through uncached", stats.passes),
+            ("shoal_upstream_fetches", "Requests sent upstream", stats.upstream_fetches),
+            ("shoal_coalesced_waiters", "Requests that joined a fetch in flight",
+             stats.coalesced_waiters),
+            ("shoal_admission_rejects", "Fetched objects not admitted", stats.admission_rejects),
+            ("shoal_evictions", "Objects evicted", stats.evictions),
+            ("shoal_stale_served", "Stale responses served", stats.stale_served),
+            ("shoal_upstream_failures", "Upstream fetches that failed", stats.upstream_failures),
+            ("shoal_purged_keys", "Keys purged", stats.purged),
+            ("shoal_bytes_served", "Body bytes sent to clients", self._runner.bytes_served),
+        ):  # fmt: skip
+            yield CounterMetricFamily(name, help_text, value=value)
+        yield GaugeMetricFamily("shoal_cache_objects", "Objects stored", value=node.stored_objects)
+        yield GaugeMetricFamily("shoal_cache_bytes", "Bytes stored", value=node.stored_bytes)

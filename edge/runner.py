@@ -1,0 +1,286 @@
+"""Executes a `CacheNode`'s commands: upstream fetches, the memory tier, answers to clients.
+
+The node decides; this module moves bytes. Each client request waits on a future that a command
+resolves with an `Answer`; each upstream fetch is a task whose body accumulates in a buffer that
+any number of client streams read from, at their own pace, while it is still arriving.
+"""
+
+import asyncio
+import logging
+import time
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+
+import aiohttp
+from yarl import URL
+
+from core.cache.commands import (
+    AbortFetch,
+    AttachToFetch,
+    Command,
+    Delivery,
+    DropStored,
+    FetchUpstream,
+    ProbeParent,
+    ReleaseFetch,
+    Respond,
+    ServeStored,
+    StoreFetched,
+    StreamFetch,
+)
+from core.cache.events import (
+    ClientGone,
+    Event,
+    FetchCompleted,
+    ProbeCompleted,
+    UpstreamFailed,
+    UpstreamResponded,
+)
+from core.cache.node import CacheNode
+from core.http.caching import combine_fields
+
+log = logging.getLogger(__name__)
+
+CHUNK_SIZE = 64 * 1024
+# Fields that frame the message itself (RFC 9112 section 6), set by aiohttp for what it sends.
+_FRAMING_FIELDS = frozenset({"content-length", "transfer-encoding", "expect"})
+
+
+class FetchBody:
+    """The body of one upstream fetch as it arrives; readers follow it from any offset."""
+
+    def __init__(self) -> None:
+        self.buffer = bytearray()
+        self.complete = False
+        self.failed = False
+        self._grew = asyncio.Event()
+
+    def extend(self, chunk: bytes) -> None:
+        self.buffer += chunk
+        self._wake()
+
+    def finish(self, *, failed: bool) -> None:
+        self.complete = not failed
+        self.failed = failed
+        self._wake()
+
+    def _wake(self) -> None:
+        self._grew.set()
+        self._grew = asyncio.Event()
+
+    async def read_from(self, offset: int, end: int | None) -> bytes | None:
+        """Bytes from `offset` up to `end` (exclusive), waiting for them; None at the end.
+
+        Raises `ConnectionAbortedError` if the fetch failed before the bytes arrived.
+        """
+        while True:
+            limit = len(self.buffer) if end is None else min(end, len(self.buffer))
+            if offset < limit:
+                return bytes(memoryview(self.buffer)[offset : min(limit, offset + CHUNK_SIZE)])
+            if self.failed:
+                raise ConnectionAbortedError("upstream fetch failed mid-body")
+            if self.complete or (end is not None and offset >= end):
+                return None
+            await self._grew.wait()
+
+
+@dataclass(frozen=True)
+class Answer:
+    """How a client request is answered: a delivery plus where its bytes come from."""
+
+    delivery: Delivery
+    body: bytes | FetchBody | None = None
+    """Complete bytes (synthetic or stored), a fetch still arriving, or nothing."""
+
+
+@dataclass
+class _FetchRun:
+    task: asyncio.Task[None] | None = None
+    body: FetchBody = field(default_factory=FetchBody)
+    released: bool = False
+
+
+class CommandRunner:
+    """Owns the memory tier, the fetches in flight and the clients waiting for answers."""
+
+    def __init__(
+        self,
+        node: CacheNode,
+        session: aiohttp.ClientSession,
+        *,
+        request_timeout: aiohttp.ClientTimeout,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self.node = node
+        self.memory: dict[str, bytes] = {}
+        self._session = session
+        self._timeout = request_timeout
+        self._clock = clock
+        self._waiting: dict[int, asyncio.Future[Answer]] = {}
+        self.bytes_served = 0
+        self.request_bodies: dict[int, bytes] = {}
+        """Bodies of unsafe requests, forwarded by their pass-through fetch."""
+        self._fetches: dict[int, _FetchRun] = {}
+        self._tasks: set[asyncio.Task[None]] = set()
+        self._timer: asyncio.TimerHandle | None = None
+
+    def now(self) -> float:
+        return self._clock()
+
+    def expect_answer(self, request_id: int) -> asyncio.Future[Answer]:
+        future: asyncio.Future[Answer] = asyncio.get_running_loop().create_future()
+        self._waiting[request_id] = future
+        return future
+
+    def client_gone(self, request_id: int) -> None:
+        self.request_bodies.pop(request_id, None)
+        if self._waiting.pop(request_id, None) is not None:
+            self.feed(ClientGone(request_id, self.now()))
+
+    def feed(self, event: Event) -> None:
+        """Hand an event to the node and execute what it commands."""
+        self.execute(self.node.handle(event))
+
+    def execute(self, commands: Iterable[Command]) -> None:
+        for command in commands:
+            match command:
+                case Respond(request_id, status, headers, body):
+                    self._answer(Answer(Delivery(request_id, status, headers), body))
+                case ServeStored(object_id, delivery):
+                    self._answer(Answer(delivery, self.memory[object_id]))
+                case FetchUpstream():
+                    self._start_fetch(command)
+                case StreamFetch(fetch_id, deliveries):
+                    for delivery in deliveries:
+                        self._answer(Answer(delivery, self._fetches[fetch_id].body))
+                case AttachToFetch(fetch_id, delivery):
+                    self._answer(Answer(delivery, self._fetches[fetch_id].body))
+                case AbortFetch(fetch_id):
+                    self._end_fetch(fetch_id).body.finish(failed=True)
+                case StoreFetched(fetch_id, object_id):
+                    self.memory[object_id] = bytes(self._end_fetch(fetch_id).body.buffer)
+                case ReleaseFetch(fetch_id):
+                    self._end_fetch(fetch_id)
+                case DropStored(object_ids):
+                    for object_id in object_ids:
+                        self.memory.pop(object_id, None)
+                case ProbeParent(parent):
+                    self._spawn(self._probe(parent))
+        self._arm_timer()
+
+    def _answer(self, answer: Answer) -> None:
+        self.request_bodies.pop(answer.delivery.request_id, None)
+        future = self._waiting.pop(answer.delivery.request_id, None)
+        if future is not None and not future.done():
+            future.set_result(answer)
+
+    def _end_fetch(self, fetch_id: int) -> _FetchRun:
+        run = self._fetches.pop(fetch_id, None) or _FetchRun()
+        run.released = True
+        return run
+
+    def _spawn(self, coroutine: "asyncio._CoroutineLike[None]") -> asyncio.Task[None]:
+        task = asyncio.get_running_loop().create_task(coroutine)
+        # Keep a reference: the loop holds tasks only weakly.
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+        return task
+
+    def _start_fetch(self, command: FetchUpstream) -> None:
+        run = _FetchRun()
+        self._fetches[command.fetch_id] = run
+        run.task = self._spawn(self._fetch(command, run))
+
+    async def _fetch(self, command: FetchUpstream, run: _FetchRun) -> None:
+        # The target goes upstream byte for byte (encoded=True: no requoting of the path or the
+        # query, which may carry a signed token).
+        url = URL(command.target.rstrip("/") + command.path, encoded=True)
+        body = None if command.body_of is None else self.request_bodies.get(command.body_of)
+        # Framing is this message's own: aiohttp sets Content-Length from `body`. The client's
+        # Content-Length (of a GET with a body, say) would make the upstream wait for a body
+        # that never comes, or read the next request on the connection as this one's body.
+        headers = {k: v for k, v in command.headers.items() if k not in _FRAMING_FIELDS}
+        try:
+            response = await self._session.request(
+                command.method,
+                url,
+                headers=headers,
+                data=body,
+                allow_redirects=False,
+                timeout=self._timeout,
+            )
+        except (aiohttp.ClientError, TimeoutError) as exc:
+            log.warning("%s: %s %s failed: %r", self.node.settings.name, command.method, url, exc)
+            if self._fetches.get(command.fetch_id) is run:
+                del self._fetches[command.fetch_id]
+            if not run.released:
+                self.feed(UpstreamFailed(command.fetch_id, repr(exc), self.now()))
+            return
+        async with response:
+            self.feed(
+                UpstreamResponded(
+                    command.fetch_id,
+                    response.status,
+                    combine_fields(response.headers.items()),
+                    self.now(),
+                )
+            )
+            await self._read_body(command, run, response)
+
+    async def _read_body(
+        self, command: FetchUpstream, run: _FetchRun, response: aiohttp.ClientResponse
+    ) -> None:
+        declared = response.content_length
+        try:
+            async for chunk in response.content.iter_chunked(CHUNK_SIZE):
+                if run.released:
+                    return  # answered otherwise (a 304, a retried 5xx): nobody reads this body
+                run.body.extend(chunk)
+            if declared is not None and len(run.body.buffer) != declared:
+                raise aiohttp.ClientPayloadError(
+                    f"short body: {len(run.body.buffer)} of {declared} bytes"
+                )
+        except (aiohttp.ClientError, TimeoutError) as exc:
+            log.warning("%s: body of %s failed: %r", self.node.settings.name, command.path, exc)
+            if not run.released:
+                self.feed(UpstreamFailed(command.fetch_id, repr(exc), self.now()))
+            run.body.finish(failed=True)
+            return
+        if run.released:
+            run.body.finish(failed=False)
+            return
+        body = bytes(run.body.buffer) if command.want_body else None
+        # Mark complete before the node stores it, so readers never wait on a stored body.
+        run.body.finish(failed=False)
+        self.feed(FetchCompleted(command.fetch_id, len(run.body.buffer), self.now(), body))
+
+    async def _probe(self, parent: str) -> None:
+        try:
+            async with self._session.get(
+                parent.rstrip("/") + "/healthz", timeout=self._timeout
+            ) as response:
+                healthy = response.status == 200
+        except (aiohttp.ClientError, TimeoutError):
+            healthy = False
+        self.feed(ProbeCompleted(parent, healthy, self.now()))
+
+    def _arm_timer(self) -> None:
+        deadline = self.node.next_deadline()
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+        if deadline is not None:
+            loop = asyncio.get_running_loop()
+            delay = max(0.0, deadline - self.now())
+            self._timer = loop.call_later(delay, self._on_timer)
+
+    def _on_timer(self) -> None:
+        self._timer = None
+        self.execute(self.node.on_timer(self.now()))
+
+    async def close(self) -> None:
+        if self._timer is not None:
+            self._timer.cancel()
+        for task in list(self._tasks):
+            task.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
