@@ -3,7 +3,8 @@
 Every request that is not an admin route goes to the node; the answer it commands is written
 here: complete bytes (stored or synthetic) or a stream that follows an upstream fetch as it
 arrives, so a miss never waits for the whole body. A stream whose fetch fails is cut, so the
-client sees fewer bytes than Content-Length announced.
+client sees fewer bytes than Content-Length announced. A client that disconnects while waiting
+is reported to the node (`ClientGone`); one that disconnects mid-stream just stops being fed.
 
 Admin routes: `POST /_shoal/purge` and `POST /_shoal/trending` (bearer tokens), `/healthz`,
 `/readyz`, `/metrics` (Prometheus).
@@ -34,7 +35,7 @@ from core.config import CacheNodeConfig
 from core.http.caching import combine_fields
 from core.http.paths import UnsafePath, check_raw_path
 from core.keys import InvalidKey, validate_key
-from edge.runner import Answer, CommandRunner, FetchBody
+from edge.runner import Answer, CommandRunner, FetchAborted, FetchBody
 
 log = logging.getLogger(__name__)
 
@@ -46,6 +47,8 @@ LATENCY = web.AppKey("latency", Histogram)
 MAX_ADMIN_BODY = 64 * 1024
 MAX_FORWARDED_BODY = 1024 * 1024
 MAX_TRENDING_IDS = 1000
+CLIENT_GONE_CHECK_SECONDS = 0.5
+"""How often a request waiting for its answer checks that its client is still connected."""
 
 
 def build_node(
@@ -153,12 +156,34 @@ async def _serve(request: web.Request) -> web.StreamResponse:
                 runner.now(),
             )
         )
-        try:
-            answer = await answer_future
-        except asyncio.CancelledError:
-            runner.client_gone(request_id)
-            raise
+        answer = await _await_answer(request, runner, request_id, answer_future)
+        if answer is None:
+            # Nobody reads this: aiohttp's attempt to send it fails quietly.
+            return web.Response(status=499, reason="Client Closed Request")
         return await _write(request, answer)
+
+
+async def _await_answer(
+    request: web.Request, runner: CommandRunner, request_id: int, answer: "asyncio.Future[Answer]"
+) -> Answer | None:
+    """The node's answer to a request, or None once its client has gone.
+
+    aiohttp does not cancel handlers when a client disconnects (unless the server runs with
+    handler_cancellation, when this is cancelled instead), so the connection is checked now and
+    then while the answer is pending: a departed client is reported to the node (`ClientGone`),
+    which then neither answers it nor fetches anything on its behalf.
+    """
+    try:
+        while True:
+            done, _ = await asyncio.wait((answer,), timeout=CLIENT_GONE_CHECK_SECONDS)
+            if done:
+                return answer.result()
+            if request.transport is None or request.transport.is_closing():
+                runner.client_gone(request_id)
+                return None
+    except asyncio.CancelledError:
+        runner.client_gone(request_id)
+        raise
 
 
 def _kind_label(path: str) -> str:
@@ -180,21 +205,22 @@ async def _write(request: web.Request, answer: Answer) -> web.StreamResponse:
             runner.bytes_served += len(body)
         return complete
     response = web.StreamResponse(status=delivery.status, headers=headers)
-    await response.prepare(request)
-    if delivery.with_body:
-        offset, end = (0, None) if delivery.byte_range is None else delivery.byte_range
-        end = None if end is None else end + 1
-        try:
+    try:
+        await response.prepare(request)
+        if delivery.with_body:
+            offset, end = (0, None) if delivery.byte_range is None else delivery.byte_range
+            end = None if end is None else end + 1
             while (chunk := await body.read_from(offset, end)) is not None:
                 await response.write(chunk)
                 offset += len(chunk)
                 runner.bytes_served += len(chunk)
-        except ConnectionAbortedError:
-            # The upstream failed mid-body: cut the connection so the client sees it.
-            if request.transport is not None:
-                request.transport.abort()
-            return response
-    await response.write_eof()
+        await response.write_eof()
+    except FetchAborted:
+        # The upstream failed mid-body: cut the connection so the client sees it.
+        if request.transport is not None:
+            request.transport.abort()
+    except ConnectionError:
+        pass  # the client left mid-stream; the fetch goes on for the others and the cache
     return response
 
 
@@ -220,7 +246,14 @@ def _authorised(request: web.Request, token: str, purpose: str) -> None:
 async def _json_body(request: web.Request) -> dict[str, object]:
     if request.content_length is not None and request.content_length > MAX_ADMIN_BODY:
         raise web.HTTPRequestEntityTooLarge(MAX_ADMIN_BODY, request.content_length)
-    raw = await request.content.read(MAX_ADMIN_BODY + 1)
+    # `read(n)` returns what has arrived, up to n bytes: loop until the end of the body, or one
+    # byte past the limit (a chunked body announces no length).
+    raw = bytearray()
+    while len(raw) <= MAX_ADMIN_BODY:
+        chunk = await request.content.read(MAX_ADMIN_BODY + 1 - len(raw))
+        if not chunk:
+            break
+        raw += chunk
     if len(raw) > MAX_ADMIN_BODY:
         raise web.HTTPRequestEntityTooLarge(MAX_ADMIN_BODY, len(raw))
     try:

@@ -46,6 +46,10 @@ CHUNK_SIZE = 64 * 1024
 _FRAMING_FIELDS = frozenset({"content-length", "transfer-encoding", "expect"})
 
 
+class FetchAborted(Exception):
+    """The upstream fetch a client's stream follows failed before the bytes it needs arrived."""
+
+
 class FetchBody:
     """The body of one upstream fetch as it arrives; readers follow it from any offset."""
 
@@ -71,14 +75,14 @@ class FetchBody:
     async def read_from(self, offset: int, end: int | None) -> bytes | None:
         """Bytes from `offset` up to `end` (exclusive), waiting for them; None at the end.
 
-        Raises `ConnectionAbortedError` if the fetch failed before the bytes arrived.
+        Raises `FetchAborted` if the fetch failed before the bytes arrived.
         """
         while True:
             limit = len(self.buffer) if end is None else min(end, len(self.buffer))
             if offset < limit:
                 return bytes(memoryview(self.buffer)[offset : min(limit, offset + CHUNK_SIZE)])
             if self.failed:
-                raise ConnectionAbortedError("upstream fetch failed mid-body")
+                raise FetchAborted("upstream fetch failed mid-body")
             if self.complete or (end is not None and offset >= end):
                 return None
             await self._grew.wait()
@@ -126,6 +130,16 @@ class CommandRunner:
 
     def now(self) -> float:
         return self._clock()
+
+    @property
+    def open_requests(self) -> int:
+        """Client requests waiting for the node's answer."""
+        return len(self._waiting)
+
+    @property
+    def open_fetches(self) -> int:
+        """Upstream fetches whose body buffer is still held."""
+        return len(self._fetches)
 
     def expect_answer(self, request_id: int) -> asyncio.Future[Answer]:
         future: asyncio.Future[Answer] = asyncio.get_running_loop().create_future()
@@ -230,7 +244,10 @@ class CommandRunner:
     async def _read_body(
         self, command: FetchUpstream, run: _FetchRun, response: aiohttp.ClientResponse
     ) -> None:
-        declared = response.content_length
+        # RFC 9110 section 8.6: the Content-Length of a response to HEAD, or of a 304, is the
+        # length the GET's content would have; no content follows (nor after a 1xx or a 204).
+        no_content = command.method == "HEAD" or response.status in (204, 304)
+        declared = None if no_content else response.content_length
         try:
             async for chunk in response.content.iter_chunked(CHUNK_SIZE):
                 if run.released:

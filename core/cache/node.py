@@ -163,6 +163,8 @@ class _Fetch:
     """The stored object being revalidated, or the one usable if this fetch fails."""
     invalidates: bool = False
     """An unsafe request: a non-error response invalidates its target (RFC 9111 4.4)."""
+    purged: bool = False
+    """Its key was purged while it was in flight: it stores nothing, whenever it responds."""
     delivered: int = 0
 
 
@@ -366,6 +368,11 @@ class CacheNode:
 
     def _send(self, fetch: _Fetch, now: float) -> Iterator[Command]:
         """Send `fetch` to its next candidate, or give up when none is left."""
+        if fetch.invalidates and not fetch.waiters:
+            # An unsafe request whose client left (`ClientGone`) before it could be (re)sent:
+            # its body went with the client, and nobody waits for the outcome.
+            self._end_fetch(fetch)
+            return
         if not fetch.candidates:
             yield from self._give_up(fetch, now, "no upstream answered")
             return
@@ -414,6 +421,7 @@ class CacheNode:
         fetch = self._fetches.get(event.fetch_id)
         if fetch is None:
             return
+        self._check_stale(fetch)
         if event.status in _PARENT_TROUBLE and fetch.candidates:
             # The parent, not the object, is failing: the next candidate may well answer.
             self._router.report_failure(fetch.upstream, event.now)
@@ -429,13 +437,16 @@ class CacheNode:
             yield from self._serve_stale_after_error(fetch, event.now)
             return
         self._router.report_success(fetch.upstream, event.now)
-        if fetch.mode is _Mode.REVALIDATE and event.status == 304 and fetch.stale is not None:
+        if fetch.mode is _Mode.REVALIDATE and event.status == 304:
             yield ReleaseFetch(fetch.fetch_id)
-            if caching.selects_stored([fetch.stale.meta], event.headers, now=event.now):
+            if fetch.stale is not None and caching.selects_stored(
+                [fetch.stale.meta], event.headers, now=event.now
+            ):
                 yield from self._revalidated(fetch, event)
             else:
-                # RFC 9111 section 4.3.4: a 304 that selects nothing stored cannot answer the
-                # waiters; fetch the full response for them instead.
+                # RFC 9111 section 4.3.4: a 304 that selects nothing stored (or whose stored
+                # response was purged meanwhile) cannot answer the waiters; fetch the full
+                # response for them instead.
                 yield from self._refetch_in_full(fetch, event.now)
             return
         yield from self._stream_response(fetch, event)
@@ -466,10 +477,15 @@ class CacheNode:
         # upstream on its own), and it does not make the key pass-only.
         server_error = event.status >= 500
         if not fetch.shareable:
-            if not server_error:
+            # Pass-only when the response itself cannot be shared, not when only the leader's
+            # request forbade it (request no-store, Authorization): any client could otherwise
+            # turn caching of a key off for everyone.
+            if not server_error and not caching.is_storable(
+                fetch.method, event.status, {}, event.headers
+            ):
                 self._pass_until[fetch.key] = event.now + self.settings.uncacheable_ttl
-            self._fetch_for_key.pop(fetch.key, None)
-        elif self._admits(fetch, event):
+            self._release_key(fetch)
+        elif not fetch.purged and self._admits(fetch, event):
             fetch.store_as = f"{next(self._object_ids)}:{fetch.key}"
         status = CacheStatus.forward(
             self.settings.name, "uri-miss" if fetch.stale is None else "stale", event.status
@@ -498,17 +514,23 @@ class CacheNode:
 
     def _stream_pass(self, fetch: _Fetch, event: UpstreamResponded) -> Iterator[Command]:
         assert fetch.meta is not None
-        waiter = fetch.waiters[0]
-        fetch.waiters = []
-        headers = _end_to_end(event.headers)
-        headers["cache-status"] = _append_status(
-            event.headers, CacheStatus.forward(self.settings.name, "bypass", event.status)
-        )
-        headers["via"] = _append_via(event.headers.get("via"), self.settings.name)
-        delivery = Delivery(
-            waiter.request_id, event.status, headers, with_body=waiter.method != "HEAD"
-        )
-        yield StreamFetch(fetch.fetch_id, (delivery,))
+        if not fetch.waiters:
+            # Its client left (`ClientGone`): nobody reads the body. An unsafe request was
+            # still processed upstream, so it still invalidates (below).
+            self._end_fetch(fetch)
+            yield ReleaseFetch(fetch.fetch_id)
+        else:
+            waiter = fetch.waiters[0]
+            fetch.waiters = []
+            headers = _end_to_end(event.headers)
+            headers["cache-status"] = _append_status(
+                event.headers, CacheStatus.forward(self.settings.name, "bypass", event.status)
+            )
+            headers["via"] = _append_via(event.headers.get("via"), self.settings.name)
+            delivery = Delivery(
+                waiter.request_id, event.status, headers, with_body=waiter.method != "HEAD"
+            )
+            yield StreamFetch(fetch.fetch_id, (delivery,))
         if fetch.invalidates and event.status < 400:
             keys = caching.invalidated_uris(fetch.method, event.status, fetch.key, event.headers)
             yield from self._drop_keys(keys)
@@ -536,8 +558,7 @@ class CacheNode:
         """RFC 9111 section 4.3.4: a 304 freshens the stored response; serve it."""
         stored = fetch.stale
         assert stored is not None
-        self._fetches.pop(fetch.fetch_id, None)
-        self._fetch_for_key.pop(fetch.key, None)
+        self._end_fetch(fetch)
         stored.meta = caching.StoredResponseMeta(
             status=stored.meta.status,
             headers=caching.freshen_headers(stored.meta.headers, event.headers),
@@ -553,10 +574,10 @@ class CacheNode:
 
     def _refetch_in_full(self, fetch: _Fetch, now: float) -> Iterator[Command]:
         stale = fetch.stale
-        assert stale is not None
         self._end_fetch(fetch)
-        self._forget_object(stale.object_id)
-        yield DropStored((stale.object_id,))
+        if stale is not None:
+            self._forget_object(stale.object_id)
+            yield DropStored((stale.object_id,))
         yield from self._start_fetch(fetch.key, fetch.ref, _Mode.FILL, fetch.waiters, now)
 
     def _upstream_failed(self, event: UpstreamFailed) -> Iterator[Command]:
@@ -572,7 +593,14 @@ class CacheNode:
             return
         yield from self._send(fetch, event.now)
 
+    def _check_stale(self, fetch: _Fetch) -> None:
+        """Forget the stale copy of `fetch` if it was evicted (or purged) while in flight: the
+        shell no longer has its bytes, so it can neither be freshened nor served on error."""
+        if fetch.stale is not None and fetch.stale.object_id not in self._by_object:
+            fetch.stale = None
+
     def _give_up(self, fetch: _Fetch, now: float, reason: str) -> Iterator[Command]:
+        self._check_stale(fetch)
         if fetch.stale is not None and self._stale_if_error(fetch, now):
             yield from self._serve_stale_after_error(fetch, now)
             return
@@ -636,6 +664,10 @@ class CacheNode:
 
     def _end_fetch(self, fetch: _Fetch) -> None:
         self._fetches.pop(fetch.fetch_id, None)
+        self._release_key(fetch)
+
+    def _release_key(self, fetch: _Fetch) -> None:
+        """New requests for the key no longer join `fetch` (another fetch may own it by now)."""
         if self._fetch_for_key.get(fetch.key) == fetch.fetch_id:
             del self._fetch_for_key[fetch.key]
 
@@ -757,10 +789,13 @@ class CacheNode:
                 self._forget_object(stored.object_id)
                 self._index.remove(stored.object_id)
                 dropped.append(stored.object_id)
-            # A fetch in flight for the key must not store what it brings, nor gain waiters.
+            # A fetch in flight for the key must not store what it brings, nor gain waiters,
+            # nor answer them from the purged copy it was revalidating.
             fetch = self._fetches.get(self._fetch_for_key.pop(key, 0))
             if fetch is not None:
                 fetch.store_as = None
+                fetch.stale = None
+                fetch.purged = True
         if dropped:
             yield DropStored(tuple(dropped))
 

@@ -1,12 +1,16 @@
 """The configuration schema: defaults, validation messages that name the key, TOML round trip."""
 
+import dataclasses
 import tomllib
 
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
+from core.cache.admission import admission_policy_names
+from core.cache.eviction import eviction_policy_names
 from core.config import (
+    CacheNodeConfig,
     ConfigError,
     ShoalConfig,
     dump_config,
@@ -110,3 +114,9 @@ def test_dump_round_trips_any_valid_config(
 def test_duplicate_upstreams_are_refused() -> None:
     with pytest.raises(ConfigError, match="expected distinct URLs, got duplicates"):
         load_config({"edge": {"upstreams": ["http://a", "http://a"]}})
+
+
+def test_policy_choices_match_the_registries() -> None:
+    fields = {f.name: f for f in dataclasses.fields(CacheNodeConfig)}
+    assert sorted(fields["eviction"].metadata["choices"]) == eviction_policy_names()
+    assert sorted(fields["admission"].metadata["choices"]) == admission_policy_names()

@@ -10,6 +10,7 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 
 from core.cache.objects import ObjectRef
+from core.registry import Registry
 
 
 @dataclass(frozen=True)
@@ -47,29 +48,18 @@ class AdmissionPolicy(ABC):
 
 
 AdmissionFactory = Callable[[AdmissionSettings], AdmissionPolicy]
-_factories: dict[str, AdmissionFactory] = {}
-
-
-def register_admission_policy(name: str, factory: AdmissionFactory) -> None:
-    _factories[name] = factory
 
 
 def create_admission_policy(name: str, settings: AdmissionSettings) -> AdmissionPolicy:
     """The policy registered as `name`; ValueError naming the known ones otherwise."""
-    _load_builtin_policies()
-    try:
-        factory = _factories[name]
-    except KeyError:
-        known = ", ".join(sorted(_factories))
-        raise ValueError(f"unknown admission policy {name!r} (known: {known})") from None
-    return factory(settings)
-
-
-def admission_policy_names() -> list[str]:
-    _load_builtin_policies()
-    return sorted(_factories)
+    return _registry.get(name)(settings)
 
 
 def _load_builtin_policies() -> None:
     # Lazy for the same reason as the eviction registry: the modules import this one.
     from core.cache.admission import always, second_hit, viral  # noqa: F401
+
+
+_registry = Registry[AdmissionFactory]("admission policy", _load_builtin_policies)
+register_admission_policy = _registry.register
+admission_policy_names = _registry.names

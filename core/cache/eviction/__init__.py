@@ -11,6 +11,8 @@ Each policy module registers itself at import; `create_eviction_policy("s3fifo",
 from abc import ABC, abstractmethod
 from collections.abc import Callable
 
+from core.registry import Registry
+
 
 class EvictionPolicy(ABC):
     """Orders the objects of one byte-bounded cache for eviction."""
@@ -45,30 +47,18 @@ class EvictionPolicy(ABC):
 EvictionFactory = Callable[[int], EvictionPolicy]
 """Builds a policy for a cache of the given capacity in bytes."""
 
-_factories: dict[str, EvictionFactory] = {}
-
-
-def register_eviction_policy(name: str, factory: EvictionFactory) -> None:
-    _factories[name] = factory
-
 
 def create_eviction_policy(name: str, *, capacity_bytes: int) -> EvictionPolicy:
     """The policy registered as `name`; ValueError naming the known ones otherwise."""
-    _load_builtin_policies()
-    try:
-        factory = _factories[name]
-    except KeyError:
-        known = ", ".join(sorted(_factories))
-        raise ValueError(f"unknown eviction policy {name!r} (known: {known})") from None
-    return factory(capacity_bytes)
-
-
-def eviction_policy_names() -> list[str]:
-    _load_builtin_policies()
-    return sorted(_factories)
+    return _registry.get(name)(capacity_bytes)
 
 
 def _load_builtin_policies() -> None:
     # Imported lazily: each module registers itself, and importing them here at module level
     # would be circular (they import EvictionPolicy from this module).
     from core.cache.eviction import gdsf, lru, s3fifo, sieve, wtinylfu  # noqa: F401
+
+
+_registry = Registry[EvictionFactory]("eviction policy", _load_builtin_policies)
+register_eviction_policy = _registry.register
+eviction_policy_names = _registry.names
