@@ -228,7 +228,9 @@ class CommandRunner:
             if self._fetches.get(command.fetch_id) is run:
                 del self._fetches[command.fetch_id]
             if not run.released:
-                self.feed(UpstreamFailed(command.fetch_id, repr(exc), self.now()))
+                # A refused or unreachable connection carried nothing: any method may go on.
+                sent = not isinstance(exc, aiohttp.ClientConnectorError)
+                self.feed(UpstreamFailed(command.fetch_id, repr(exc), self.now(), sent))
             return
         async with response:
             self.feed(

@@ -40,6 +40,9 @@ class UpstreamFailed:
     fetch_id: int
     reason: str
     now: float
+    request_sent: bool = True
+    """False when the request never left (no connection): safe to send elsewhere, whatever
+    the method. True when the upstream may have received it."""
 
 
 @dataclass(frozen=True, slots=True)

@@ -92,6 +92,11 @@ _CLIENT_ONLY_FIELDS = frozenset(
 )
 # Fields a delivery sets itself from the stored object's or the fetch's facts.
 _DELIVERY_FIELDS = frozenset({"content-length", "content-range", "age", "cache-status"})
+# Uncacheable verdicts kept at most; a full table first sheds expired ones, then the oldest.
+MAX_PASS_ONLY_KEYS = 100_000
+# What a stored object costs beyond its body (the object table, its header fields): charged to
+# the byte capacity so that tiny or empty objects cannot pile up without bound.
+OBJECT_OVERHEAD_BYTES = 256
 # 5xx answers from a parent that say the parent, not the object, is in trouble.
 _PARENT_TROUBLE = frozenset({502, 503, 504})
 
@@ -161,6 +166,8 @@ class _Fetch:
     size_hint: int | None = None
     stale: _Stored | None = None
     """The stored object being revalidated, or the one usable if this fetch fails."""
+    forward_reason: str = "uri-miss"
+    """RFC 9211 `fwd`: uri-miss, or vary-miss when other variants of the key are stored."""
     invalidates: bool = False
     """An unsafe request: a non-error response invalidates its target (RFC 9111 4.4)."""
     purged: bool = False
@@ -308,6 +315,8 @@ class CacheNode:
             return
         mode = _Mode.FILL if stored is None else _Mode.REVALIDATE
         yield from self._start_fetch(key, ref, mode, [waiter], now, stored)
+        if stored is None and key in self._variants:
+            self._fetches[self._fetch_for_key[key]].forward_reason = "vary-miss"
 
     def _select_variant(self, key: str, request_headers: Fields) -> _Stored | None:
         for stored in self._variants.get(key, ()):
@@ -409,7 +418,7 @@ class CacheNode:
             # Another variant of the key: it needs its own response.
             yield from self._start_pass(fetch.key, fetch.ref, waiter, now, invalidates=False)
             return
-        status = CacheStatus.forward(self.settings.name, "uri-miss", fetch.meta.status)
+        status = CacheStatus.forward(self.settings.name, fetch.forward_reason, fetch.meta.status)
         yield AttachToFetch(
             fetch.fetch_id,
             self._delivery(waiter, fetch.meta, fetch.size_hint, now, status.collapsed()),
@@ -483,12 +492,14 @@ class CacheNode:
             if not server_error and not caching.is_storable(
                 fetch.method, event.status, {}, event.headers
             ):
-                self._pass_until[fetch.key] = event.now + self.settings.uncacheable_ttl
+                self._remember_pass_only(fetch.key, event.now)
             self._release_key(fetch)
         elif not fetch.purged and self._admits(fetch, event):
             fetch.store_as = f"{next(self._object_ids)}:{fetch.key}"
         status = CacheStatus.forward(
-            self.settings.name, "uri-miss" if fetch.stale is None else "stale", event.status
+            self.settings.name,
+            fetch.forward_reason if fetch.stale is None else "stale",
+            event.status,
         )
         if fetch.store_as is not None:
             status = status.stored()
@@ -591,6 +602,10 @@ class CacheNode:
             self._end_fetch(fetch)
             yield AbortFetch(fetch.fetch_id)
             return
+        if fetch.invalidates and event.request_sent:
+            # RFC 9110 section 9.2.2: the upstream may have acted on a non-idempotent request,
+            # so it is not repeated elsewhere; the client decides.
+            fetch.candidates = []
         yield from self._send(fetch, event.now)
 
     def _check_stale(self, fetch: _Fetch) -> None:
@@ -605,8 +620,10 @@ class CacheNode:
             yield from self._serve_stale_after_error(fetch, now)
             return
         self._end_fetch(fetch)
+        # RFC 9111 section 4.2.4: a stored response that must not be served stale becomes a 504.
+        status = 504 if fetch.mode is _Mode.REVALIDATE else 502
         for waiter in fetch.waiters:
-            yield self._synth(waiter.request_id, 502, f"{self.settings.name}: {reason}")
+            yield self._synth(waiter.request_id, status, f"{self.settings.name}: {reason}")
 
     def _stale_if_error(self, fetch: _Fetch, now: float) -> bool:
         assert fetch.stale is not None
@@ -639,7 +656,8 @@ class CacheNode:
 
     def _store(self, fetch: _Fetch, size: int, now: float) -> Iterator[Command]:
         assert fetch.store_as is not None and fetch.meta is not None
-        if size > self._index.capacity_bytes:
+        charge = _charge(size, fetch.meta)
+        if charge > self._index.capacity_bytes:
             yield ReleaseFetch(fetch.fetch_id)
             return
         # A new response replaces the stored one of the same variant (RFC 9111 section 3.1).
@@ -650,7 +668,7 @@ class CacheNode:
         ]
         for object_id in replaced:
             self._forget_object(object_id)
-        evicted = self._index.insert(fetch.store_as, size, now)
+        evicted = self._index.insert(fetch.store_as, charge, now)
         for object_id in evicted:
             self._forget_object(object_id, evicted=True)
         stored = _Stored(
@@ -661,6 +679,17 @@ class CacheNode:
         yield StoreFetched(fetch.fetch_id, stored.object_id)
         if replaced or evicted:
             yield DropStored(tuple(replaced + evicted))
+
+    def _remember_pass_only(self, key: str, now: float) -> None:
+        """Hit-for-pass for `key`, in a table that never outgrows `MAX_PASS_ONLY_KEYS`."""
+        if len(self._pass_until) >= MAX_PASS_ONLY_KEYS:
+            for expired in [k for k, until in self._pass_until.items() if until <= now]:
+                del self._pass_until[expired]
+            while len(self._pass_until) >= MAX_PASS_ONLY_KEYS:
+                # Still full of live verdicts: forget the oldest (it costs one coalesced wait).
+                del self._pass_until[next(iter(self._pass_until))]
+        self._pass_until.pop(key, None)
+        self._pass_until[key] = now + self.settings.uncacheable_ttl
 
     def _end_fetch(self, fetch: _Fetch) -> None:
         self._fetches.pop(fetch.fetch_id, None)
@@ -845,6 +874,12 @@ class CacheNode:
                 targets.insert(0, f"{base}/{playlist.init.uri}")
         for target in targets:
             yield from self._prewarm(target, now)
+
+
+def _charge(size: int, meta: caching.StoredResponseMeta) -> int:
+    """Bytes an object counts against the capacity: its body plus its bookkeeping."""
+    fields = sum(len(name) + len(value) for name, value in meta.headers.items())
+    return size + fields + OBJECT_OVERHEAD_BYTES
 
 
 def _vary_names(meta: caching.StoredResponseMeta) -> tuple[str, ...]:

@@ -3,9 +3,11 @@ interleavings of requests, upstream outcomes, purges and time."""
 
 from collections.abc import Mapping
 
+import pytest
 from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
+import core.cache.node as node_module
 from core.cache.admission import AdmissionSettings, create_admission_policy
 from core.cache.commands import (
     AbortFetch,
@@ -31,7 +33,7 @@ from core.cache.events import (
 )
 from core.cache.eviction import create_eviction_policy
 from core.cache.index import CacheIndex
-from core.cache.node import CacheNode, NodeSettings
+from core.cache.node import OBJECT_OVERHEAD_BYTES, CacheNode, NodeSettings
 from core.cache.routing import ParentRouter
 from tests.playbook import Expect, Playbook
 
@@ -210,7 +212,7 @@ def test_stale_if_error_serves_the_stale_copy_within_its_window_only() -> None:
             answer = playbook.take(ServeStored)
             assert "detail=stale-if-error" in answer.delivery.headers["cache-status"]
         else:
-            playbook << Expect(Respond, status=502)
+            playbook << Expect(Respond, status=504)  # stale, unvalidated (RFC 9111 4.2.4)
     playbook.done()
 
 
@@ -437,3 +439,63 @@ def test_invariants_hold_under_any_interleaving(
             if fid in fetches:
                 run(node.handle(UpstreamFailed(fid, "drain", now)))
     assert open_requests == set(), f"never answered: {sorted(open_requests)}"
+
+
+def test_another_variant_is_a_vary_miss() -> None:
+    playbook = Playbook(make_node())
+    playbook >> get(1, accept_encoding="gzip")
+    fetch = playbook.take(FetchUpstream)
+    playbook >> ok(fetch.fetch_id, vary="Accept-Encoding")
+    playbook.take(StreamFetch)
+    playbook >> FetchCompleted(fetch.fetch_id, 10, T0)
+    playbook.take(StoreFetched)
+    playbook >> get(2, accept_encoding="br")
+    other = playbook.take(FetchUpstream)
+    playbook >> ok(other.fetch_id, vary="Accept-Encoding")
+    (delivery,) = playbook.take(StreamFetch).deliveries
+    assert delivery.headers["cache-status"].startswith("edge-t; fwd=vary-miss")
+
+
+def test_unsafe_requests_are_retried_only_if_never_sent() -> None:
+    playbook = Playbook(make_node())
+    playbook >> RequestReceived(1, "PUT", SEGMENT, {}, T0)
+    put = playbook.take(FetchUpstream)
+    playbook >> UpstreamFailed(put.fetch_id, "connection refused", T0, request_sent=False)
+    retried = playbook << Expect(FetchUpstream, fetch_id=put.fetch_id, method="PUT")
+    assert retried.target != put.target
+    # RFC 9110 9.2.2: once the upstream may have acted on it, a PUT is not repeated elsewhere.
+    playbook >> UpstreamFailed(put.fetch_id, "reset", T0, request_sent=True)
+    playbook << Expect(Respond, request_id=1, status=502)
+    playbook.done()
+
+
+def test_uncacheable_verdicts_are_bounded(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(node_module, "MAX_PASS_ONLY_KEYS", 2)
+    playbook = Playbook(make_node())
+    keys = [f"/v/private{i}/360p/seg_00001.m4s" for i in range(3)]
+    for request_id, key in enumerate(keys, start=1):
+        playbook >> get(request_id, target=key)
+        fetch = playbook.take(FetchUpstream)
+        playbook >> ok(fetch.fetch_id, cache_control="private")
+        playbook.take(StreamFetch)
+    # The oldest verdict was shed: two requests for it coalesce again (one fetch, not two).
+    playbook >> get(10, target=keys[0]) >> get(11, target=keys[0])
+    playbook.take(FetchUpstream)
+    playbook.done()
+    # The newest verdict is still there: each request bypasses on its own.
+    playbook >> get(12, target=keys[2]) >> get(13, target=keys[2])
+    playbook.take(FetchUpstream)
+    playbook.take(FetchUpstream)
+
+
+def test_empty_objects_cannot_pile_up_without_bound() -> None:
+    capacity = 4 * OBJECT_OVERHEAD_BYTES
+    node = make_node(capacity=capacity)
+    for i in range(50):
+        target = f"/v/missing{i}/360p/seg_00001.m4s"
+        (fetch,) = node.handle(get(i, target=target))
+        assert isinstance(fetch, FetchUpstream)
+        node.handle(UpstreamResponded(fetch.fetch_id, 404, {"content-length": "0"}, T0))
+        node.handle(FetchCompleted(fetch.fetch_id, 0, T0))
+        assert node.stored_bytes <= capacity
+    assert 0 < node.stored_objects < 4
