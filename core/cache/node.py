@@ -62,6 +62,7 @@ from core.http.conditional import (
     evaluate_preconditions,
     parse_http_date,
 )
+from core.http.fields import end_to_end
 from core.http.paths import UnsafePath, check_raw_path
 from core.http.ranges import SatisfiableRange, UnsatisfiableRange, parse_range
 from manifests import ManifestError, MasterPlaylist, parse
@@ -70,21 +71,8 @@ CACHEABLE_METHODS = frozenset({"GET", "HEAD"})
 UNSAFE_METHODS = frozenset({"POST", "PUT", "DELETE", "PATCH"})
 REFUSED_METHODS = frozenset({"CONNECT", "TRACE"})
 
-# RFC 9110 section 7.6.1 hop-by-hop fields, plus the ones this node sets itself.
-_HOP_BY_HOP = frozenset(
-    {
-        "connection",
-        "keep-alive",
-        "proxy-authenticate",
-        "proxy-authorization",
-        "proxy-connection",
-        "te",
-        "trailer",
-        "transfer-encoding",
-        "upgrade",
-        "host",
-    }
-)
+# The proxy names the upstream host itself.
+_NOT_FORWARDED = frozenset({"host"})
 # A fetch made to fill the cache asks for the whole object and carries the node's own validators:
 # the client's range and conditionals are applied by the node when it delivers.
 _CLIENT_ONLY_FIELDS = frozenset(
@@ -400,10 +388,8 @@ class CacheNode:
     def _upstream_fields(
         self, client: Fields, *, keep_conditionals: bool = False
     ) -> dict[str, str]:
-        dropped = _HOP_BY_HOP | _connection_tokens(client)
-        if not keep_conditionals:
-            dropped |= _CLIENT_ONLY_FIELDS
-        fields = {name: value for name, value in client.items() if name not in dropped}
+        dropped = _NOT_FORWARDED if keep_conditionals else _NOT_FORWARDED | _CLIENT_ONLY_FIELDS
+        fields = end_to_end(client, also_drop=dropped)
         fields["via"] = _append_via(client.get("via"), self.settings.name)
         return fields
 
@@ -533,7 +519,7 @@ class CacheNode:
         else:
             waiter = fetch.waiters[0]
             fetch.waiters = []
-            headers = _end_to_end(event.headers)
+            headers = end_to_end(event.headers)
             headers["cache-status"] = _append_status(
                 event.headers, CacheStatus.forward(self.settings.name, "bypass", event.status)
             )
@@ -725,7 +711,7 @@ class CacheNode:
         age: float | None = None,
     ) -> Delivery:
         """The answer to `waiter` from a response: client conditionals, Range, HEAD (deliver)."""
-        headers = {k: v for k, v in _end_to_end(meta.headers).items() if k not in _DELIVERY_FIELDS}
+        headers = {k: v for k, v in end_to_end(meta.headers).items() if k not in _DELIVERY_FIELDS}
         if age is not None:
             headers["age"] = caching.age_header_value(age)
         elif "age" in meta.headers:
@@ -889,17 +875,6 @@ def _vary_names(meta: caching.StoredResponseMeta) -> tuple[str, ...]:
 def _content_length(headers: Fields) -> int | None:
     value = headers.get("content-length", "")
     return int(value) if value.isdigit() and len(value) <= 15 else None
-
-
-def _connection_tokens(fields: Fields) -> frozenset[str]:
-    return frozenset(
-        t.strip().lower() for t in fields.get("connection", "").split(",") if t.strip()
-    )
-
-
-def _end_to_end(fields: Fields) -> dict[str, str]:
-    dropped = _HOP_BY_HOP | _connection_tokens(fields)
-    return {name: value for name, value in fields.items() if name not in dropped}
 
 
 def _append_via(existing: str | None, name: str) -> str:

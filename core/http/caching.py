@@ -58,6 +58,7 @@ from core.http.conditional import (
     strong_match,
     weak_match,
 )
+from core.http.fields import CONNECTION_SPECIFIC, connection_options
 
 Fields = Mapping[str, str]
 """Header fields: lowercase names, several field lines combined with ", " (RFC 9110 5.3)."""
@@ -102,21 +103,8 @@ _PARAMETER_OWS = re.compile(r"[ \t]*;[ \t]*")
 # RFC 9110 section 9.2.1: the safe methods. Every other method, known or not, is unsafe for
 # section 4.4.
 _SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS", "TRACE"})
-# Section 3.1: fields that are not stored (Connection and the fields it names, the other
-# connection-specific fields of RFC 9110 section 7.6.1, and the proxy-specific fields).
-_NOT_STORED = frozenset(
-    {
-        "connection",
-        "keep-alive",
-        "proxy-connection",
-        "te",
-        "transfer-encoding",
-        "upgrade",
-        "proxy-authenticate",
-        "proxy-authentication-info",
-        "proxy-authorization",
-    }
-)
+# Section 3.1: fields that are not stored: the connection-specific and proxy-specific ones.
+_NOT_STORED = CONNECTION_SPECIFIC
 # Section 3.2: not updated from a 304 either: Content-Length, and Content-Range ("automatically
 # processed" fields). Vary is kept too: the stored response's secondary key was computed from
 # the stored Vary ("header fields that the cache's stored response depends upon").
@@ -781,7 +769,7 @@ def freshen_headers(stored_headers: Fields, not_modified_headers: Fields) -> dic
     which the caller records with the 304 exchange's `request_time`), exactly as if the cache had
     added a Date at receipt (RFC 9110 section 6.6.1).
     """
-    excluded = _NOT_UPDATED | _connection_options(not_modified_headers)
+    excluded = _NOT_UPDATED | connection_options(not_modified_headers)
     freshened = {
         name: value
         for name, value in stored_headers.items()
@@ -822,15 +810,6 @@ def _recency(meta: StoredResponseMeta) -> tuple[float, float]:
 
 def _has_validator(meta: StoredResponseMeta) -> bool:
     return "etag" in meta.headers or "last-modified" in meta.headers
-
-
-def _connection_options(headers: Fields) -> frozenset[str]:
-    """The field names listed in Connection (RFC 9110 section 7.6.1)."""
-    return frozenset(
-        name.strip(_OWS).lower()
-        for name in headers.get("connection", "").split(",")
-        if name.strip(_OWS)
-    )
 
 
 # --- Invalidation (RFC 9111 section 4.4) --------------------------------------------------------
