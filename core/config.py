@@ -69,6 +69,10 @@ class OriginConfig:
     segment_max_age: int = _opt(
         31_536_000, "Cache-Control max-age of init and media segments, seconds", min=0
     )
+    signing_keys: list[str] = _list_opt(
+        [], "secrets for signed URLs; the first signs the URIs in served playlists (empty: off)"
+    )
+    signed_url_ttl: int = _opt(3600, "seconds a signed URL in a served playlist stays valid", min=1)
 
 
 @dataclass(frozen=True)
@@ -106,6 +110,24 @@ class CacheNodeConfig:
     )
     purge_token: str = _opt("", "bearer token of the purge API (empty: purging is disabled)")
     hint_token: str = _opt("", "bearer token of the trending-hints API (empty: hints are disabled)")
+    signing_keys: list[str] = _list_opt(
+        [],
+        "secrets verifying signed URLs (HMAC-SHA256); two during a rotation (empty: none)",
+    )
+    require_signed: bool = _opt(False, "refuse (403) media requests without a valid signed URL")
+    max_connections: int = _opt(10_000, "client connections served at once", min=1)
+    rate_limit: float = _opt(0.0, "requests/s each client address may make (0: unlimited)", min=0.0)
+    rate_burst: int = _opt(200, "requests a client may make at once above its rate", min=1)
+    client_timeout: float = _opt(
+        15.0, "seconds a client may take to send a request's head (slowloris guard)", min=0.1
+    )
+    keepalive_timeout: float = _opt(75.0, "seconds an idle client connection stays open", min=0)
+    max_header_bytes: int = _opt(
+        8190, "longest request line and header field accepted", min=256, max=65536
+    )
+    upstream_total_timeout: float = _opt(
+        60.0, "seconds a whole upstream response may take, body included", min=0.001
+    )
 
 
 def _regional_defaults() -> CacheNodeConfig:
