@@ -265,7 +265,16 @@ def load_config(data: Mapping[str, Any], base: ShoalConfig | None = None) -> Sho
             raise ConfigError(f"{section}.upstreams", "expected distinct URLs, got duplicates")
         if node.origin:
             _check_url(f"{section}.origin", node.origin)
+        _check_signing_keys(f"{section}.signing_keys", node.signing_keys)
+        if node.require_signed and not node.signing_keys:
+            raise ConfigError(f"{section}.require_signed", "needs at least one signing key")
+    _check_signing_keys("origin.signing_keys", config.origin.signing_keys)
     return config
+
+
+def _check_signing_keys(key: str, keys: list[str]) -> None:
+    if any(not secret for secret in keys):
+        raise ConfigError(key, "expected non-empty secrets")
 
 
 def _check_url(key: str, url: str) -> None:

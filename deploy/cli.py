@@ -9,6 +9,7 @@ import argparse
 import logging
 import os
 import sys
+import time
 import tomllib
 from collections.abc import Mapping, Sequence
 from pathlib import Path
@@ -157,6 +158,17 @@ def build_parser() -> argparse.ArgumentParser:
     _add_config_options(samples)
     samples.add_argument("--count", type=int, help="how many (default: up.samples)")
 
+    sign = commands.add_parser(
+        "sign",
+        help="print a signed URL for a video path (the first of origin.signing_keys signs)",
+        description="Sign a path for players when nodes require signed URLs: the token covers "
+        "the video's directory (/v/<video>/), so every playlist and segment under it works.",
+    )
+    _add_config_options(sign)
+    sign.add_argument("path", help="e.g. /v/sample-testsrc/master.m3u8")
+    sign.add_argument("--ttl", type=int, help="seconds valid (default: origin.signed_url_ttl)")
+    sign.add_argument("--base", default="", help="URL to prefix, e.g. http://127.0.0.1:8080")
+
     config = commands.add_parser(
         "config",
         help="print the effective configuration as TOML",
@@ -252,6 +264,29 @@ def _run_up(args: argparse.Namespace) -> int:
     return run_stack(config, store_root=default_store_root(), status_file=args.status_file)
 
 
+def _run_sign(args: argparse.Namespace) -> int:
+    from core.http.signing import SigningError, query_string, sign
+
+    config = resolve_config(args.config, args.overrides)
+    if not config.origin.signing_keys:
+        raise ConfigError("origin.signing_keys", "expected at least one key to sign with")
+    parts = args.path.split("/")
+    if len(parts) < 4 or parts[1] != "v" or not parts[2]:
+        print(
+            f"shoal: expected a path like /v/<video>/master.m3u8, got {args.path!r}",
+            file=sys.stderr,
+        )
+        return EXIT_CONFIG_ERROR
+    ttl = config.origin.signed_url_ttl if args.ttl is None else args.ttl
+    try:
+        token = sign(f"/v/{parts[2]}/", int(time.time()) + ttl, config.origin.signing_keys[0])
+    except SigningError as exc:
+        print(f"shoal: cannot sign {args.path!r}: {exc}", file=sys.stderr)
+        return EXIT_CONFIG_ERROR
+    print(f"{args.base.rstrip('/')}{args.path}?{query_string(token)}")
+    return 0
+
+
 def _run_config(args: argparse.Namespace) -> int:
     config = resolve_config(args.config, args.overrides)
     print(dump_config(config, with_help=True), end="")
@@ -263,6 +298,7 @@ _COMMANDS = {
     "origin": _run_origin,
     "edge": _run_edge,
     "samples": _run_samples,
+    "sign": _run_sign,
     "config": _run_config,
 }
 

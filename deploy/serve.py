@@ -14,6 +14,8 @@ from pathlib import Path
 
 from aiohttp import web
 
+from edge.limits import listen, server_options
+
 log = logging.getLogger(__name__)
 
 # In-flight responses get this long to finish after a stop signal.
@@ -30,12 +32,16 @@ def write_announce(path: Path, record: dict[str, object]) -> None:
 async def serve(
     app: web.Application, *, host: str, port: int, kind: str, name: str, announce: Path | None
 ) -> None:
-    runner = web.AppRunner(app, access_log=None, shutdown_timeout=SHUTDOWN_GRACE_SECONDS)
+    # A cache node's client limits (edge.limits) configure aiohttp's request handler here and
+    # guard every connection in `listen`; an app without limits (the origin) is served as is.
+    runner = web.AppRunner(
+        app, access_log=None, shutdown_timeout=SHUTDOWN_GRACE_SECONDS, **server_options(app)
+    )
     await runner.setup()
+    listener: asyncio.Server | None = None
     try:
-        site = web.TCPSite(runner, host, port, reuse_address=True)
-        await site.start()
-        bound_host, bound_port = runner.addresses[0][:2]
+        listener = await listen(runner, host, port)
+        bound_host, bound_port = listener.sockets[0].getsockname()[:2]
         url = f"http://{_url_host(bound_host)}:{bound_port}"
         log.info("%s (%s) listening on %s", name, kind, url)
         if announce is not None:
@@ -43,7 +49,11 @@ async def serve(
         await _wait_for_stop_signal()
         log.info("%s: stopping", name)
     finally:
+        if listener is not None:
+            listener.close()  # accept nothing more; the runner drains what is open
         await runner.cleanup()
+        if listener is not None:
+            await listener.wait_closed()
 
 
 def _url_host(host: str) -> str:

@@ -35,6 +35,7 @@ from core.config import CacheNodeConfig
 from core.http.caching import combine_fields
 from core.http.paths import UnsafePath, check_raw_path
 from core.keys import InvalidKey, validate_key
+from edge.limits import install_limits
 from edge.runner import Answer, CommandRunner, FetchAborted, FetchBody
 
 log = logging.getLogger(__name__)
@@ -43,6 +44,7 @@ RUNNER = web.AppKey("runner", CommandRunner)
 CONFIG = web.AppKey("config", CacheNodeConfig)
 REGISTRY = web.AppKey("registry", CollectorRegistry)
 LATENCY = web.AppKey("latency", Histogram)
+LATENCY_BY_KIND = web.AppKey("latency_by_kind", dict[str, Histogram])
 
 MAX_ADMIN_BODY = 64 * 1024
 MAX_FORWARDED_BODY = 1024 * 1024
@@ -64,6 +66,8 @@ def build_node(
             origin=config.origin or None,
             negative_ttl=config.negative_ttl,
             uncacheable_ttl=config.uncacheable_ttl,
+            signing_keys=tuple(config.signing_keys),
+            require_signed=config.require_signed,
         ),
         index=CacheIndex(
             config.memory_bytes,
@@ -95,6 +99,7 @@ def make_cache_app(
     app[CONFIG] = config
     registry = CollectorRegistry()
     app[REGISTRY] = registry
+    install_limits(app, config, registry)
     app[LATENCY] = Histogram(
         "shoal_request_seconds",
         "Time to answer a client request (until the response is fully sent)",
@@ -102,6 +107,7 @@ def make_cache_app(
         registry=registry,
         buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5),
     )
+    app[LATENCY_BY_KIND] = {}
 
     async def runner_context(app: web.Application) -> AsyncIterator[None]:
         connector = aiohttp.TCPConnector(limit=512, enable_cleanup_closed=True)
@@ -121,6 +127,7 @@ def make_cache_app(
                 session,
                 request_timeout=timeout,
                 clock=clock,
+                total_timeout=config.upstream_total_timeout,
             )
             app[RUNNER] = runner
             registry.register(_NodeCollector(runner))
@@ -143,7 +150,8 @@ _request_ids = itertools.count(1)
 async def _serve(request: web.Request) -> web.StreamResponse:
     runner = request.app[RUNNER]
     request_id = next(_request_ids)
-    with request.app[LATENCY].labels(kind=_kind_label(request.path)).time():
+    started = time.perf_counter()
+    try:
         if request.method not in ("GET", "HEAD") and request.can_read_body:
             runner.request_bodies[request_id] = await request.read()
         answer_future = runner.expect_answer(request_id)
@@ -156,11 +164,27 @@ async def _serve(request: web.Request) -> web.StreamResponse:
                 runner.now(),
             )
         )
-        answer = await _await_answer(request, runner, request_id, answer_future)
+        if answer_future.done():
+            # Answered synchronously (a hit, a synthetic answer, a join to a stream): no wait.
+            answer: Answer | None = answer_future.result()
+        else:
+            answer = await _await_answer(request, runner, request_id, answer_future)
         if answer is None:
             # Nobody reads this: aiohttp's attempt to send it fails quietly.
             return web.Response(status=499, reason="Client Closed Request")
         return await _write(request, answer)
+    finally:
+        _latency_of(request.app, request.path).observe(time.perf_counter() - started)
+
+
+def _latency_of(app: web.Application, path: str) -> Histogram:
+    """The latency histogram's child for the kind of object `path` names (looked up once)."""
+    kind = classify(path).kind.value
+    children = app[LATENCY_BY_KIND]
+    child = children.get(kind)
+    if child is None:
+        child = children[kind] = app[LATENCY].labels(kind=kind)
+    return child
 
 
 async def _await_answer(
@@ -186,14 +210,10 @@ async def _await_answer(
         raise
 
 
-def _kind_label(path: str) -> str:
-    return classify(path).kind.value
-
-
 async def _write(request: web.Request, answer: Answer) -> web.StreamResponse:
     runner = request.app[RUNNER]
     delivery = answer.delivery
-    headers = {name.title(): value for name, value in delivery.headers.items()}
+    headers = {_titled(name): value for name, value in delivery.headers.items()}
     body = answer.body
     if not isinstance(body, FetchBody):
         complete = web.Response(status=delivery.status, headers=headers)
@@ -222,6 +242,21 @@ async def _write(request: web.Request, answer: Answer) -> web.StreamResponse:
     except ConnectionError:
         pass  # the client left mid-stream; the fetch goes on for the others and the cache
     return response
+
+
+_TITLED: dict[str, str] = {}
+MAX_TITLED_NAMES = 1024
+"""Field names whose title case is remembered (names come from upstreams: keep it bounded)."""
+
+
+def _titled(name: str) -> str:
+    """`name.title()`, remembered: the same few names go out on every response."""
+    titled = _TITLED.get(name)
+    if titled is None:
+        titled = name.title()
+        if len(_TITLED) < MAX_TITLED_NAMES:
+            _TITLED[name] = titled
+    return titled
 
 
 # ---- admin routes -------------------------------------------------------------------------------

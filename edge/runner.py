@@ -114,12 +114,16 @@ class CommandRunner:
         *,
         request_timeout: aiohttp.ClientTimeout,
         clock: Callable[[], float] = time.time,
+        total_timeout: float | None = None,
     ) -> None:
         self.node = node
         self.memory: dict[str, bytes] = {}
         self._session = session
         self._timeout = request_timeout
         self._clock = clock
+        self._total_timeout = total_timeout
+        """Seconds a whole upstream response may take, body included (`request_timeout` bounds
+        only the connection and each gap between reads: a dripping upstream never trips it)."""
         self._waiting: dict[int, asyncio.Future[Answer]] = {}
         self.bytes_served = 0
         self.request_bodies: dict[int, bytes] = {}
@@ -214,15 +218,19 @@ class CommandRunner:
         # Content-Length (of a GET with a body, say) would make the upstream wait for a body
         # that never comes, or read the next request on the connection as this one's body.
         headers = {k: v for k, v in command.headers.items() if k not in _FRAMING_FIELDS}
+        loop = asyncio.get_running_loop()
+        total = self._total_timeout
+        deadline = None if total is None else loop.time() + total
         try:
-            response = await self._session.request(
-                command.method,
-                url,
-                headers=headers,
-                data=body,
-                allow_redirects=False,
-                timeout=self._timeout,
-            )
+            async with asyncio.timeout_at(deadline):
+                response = await self._session.request(
+                    command.method,
+                    url,
+                    headers=headers,
+                    data=body,
+                    allow_redirects=False,
+                    timeout=self._timeout,
+                )
         except (aiohttp.ClientError, TimeoutError) as exc:
             log.warning("%s: %s %s failed: %r", self.node.settings.name, command.method, url, exc)
             if self._fetches.get(command.fetch_id) is run:
@@ -241,20 +249,25 @@ class CommandRunner:
                     self.now(),
                 )
             )
-            await self._read_body(command, run, response)
+            await self._read_body(command, run, response, deadline)
 
     async def _read_body(
-        self, command: FetchUpstream, run: _FetchRun, response: aiohttp.ClientResponse
+        self,
+        command: FetchUpstream,
+        run: _FetchRun,
+        response: aiohttp.ClientResponse,
+        deadline: float | None = None,
     ) -> None:
         # RFC 9110 section 8.6: the Content-Length of a response to HEAD, or of a 304, is the
         # length the GET's content would have; no content follows (nor after a 1xx or a 204).
         no_content = command.method == "HEAD" or response.status in (204, 304)
         declared = None if no_content else response.content_length
         try:
-            async for chunk in response.content.iter_chunked(CHUNK_SIZE):
-                if run.released:
-                    return  # answered otherwise (a 304, a retried 5xx): nobody reads this body
-                run.body.extend(chunk)
+            async with asyncio.timeout_at(deadline):
+                async for chunk in response.content.iter_chunked(CHUNK_SIZE):
+                    if run.released:
+                        return  # answered otherwise (a 304, a retried 5xx): nobody reads it
+                    run.body.extend(chunk)
             if declared is not None and len(run.body.buffer) != declared:
                 raise aiohttp.ClientPayloadError(
                     f"short body: {len(run.body.buffer)} of {declared} bytes"

@@ -14,7 +14,20 @@ under some reading of it. 404 means exactly "a well-formed key that names no obj
 what the store says for a missing object, and for a symlink that leads out of the store (a
 `FilesystemStore` never follows one).
 
-Query strings play no part in the lookup (signed-URL tokens will travel there).
+Query strings play no part in the lookup (signed-URL tokens travel there).
+
+Signed URLs (`core.http.signing`): with `signing_keys`, every playlist is served rewritten so
+that its URIs (variant playlists in a master; init and segment URIs in a media playlist; the
+URI attributes `manifests.rewrite` knows) carry a token for the video's prefix `/v/<video>/`,
+signed with the first key and valid `signed_url_ttl` seconds from now. Relative URIs and
+absolute paths under that prefix are signed; URIs elsewhere are left as they are. Because the
+tokens expire, a signed playlist:
+- lives at most half the token lifetime in caches (`max-age=min(playlist_max_age, ttl // 2)`),
+  so whoever gets it from a cache still has at least half the lifetime to play it;
+- has no validators (no ETag, no Last-Modified): a 304 would freshen a cached copy whose
+  tokens are about to expire, so caches always refetch it whole (playlists are small).
+The origin itself does not require tokens: the cache nodes in front of it enforce them
+(`require_signed`), and the origin is not meant to be reachable by players.
 """
 
 import asyncio
@@ -32,10 +45,12 @@ from core.http.conditional import (
     evaluate_preconditions,
     http_date,
 )
-from core.http.media import cache_control, content_type
+from core.http.media import MediaKind, cache_control, content_type, media_kind
 from core.http.paths import UnsafePath, check_raw_path
 from core.http.ranges import NoRange, SatisfiableRange, UnsatisfiableRange, parse_range
+from core.http.signing import SigningError, sign
 from core.keys import InvalidKey, validate_key
+from manifests import ManifestError, add_query, is_relative_reference, rewrite_uris
 from origin.store.base import ContentStore, ObjectInfo, ObjectNotFound, StoreError
 
 log = logging.getLogger(__name__)
@@ -120,15 +135,36 @@ async def _respond(
 ) -> web.Response | None:
     """The response for `info`, or None if the object changed between the stat and the read."""
     config = request.app[CONFIG]
+    now = time.time()
+    signed_body: bytes | None = None
+    size: int = info.size
+    etag: str | None = info.etag
+    last_modified: float | None = info.last_modified
+    if config.signing_keys and media_kind(key) is MediaKind.PLAYLIST:
+        whole = await asyncio.to_thread(store.read, key, 0, None)
+        if len(whole) != info.size:
+            return None
+        try:
+            signed_body = sign_playlist(whole, key, config, now)
+        except (ManifestError, SigningError, UnicodeDecodeError) as exc:
+            log.warning("cannot sign the URIs of %s: %s", key, exc)
+            return _error(500, "the playlist cannot be signed")
+        size, etag, last_modified = len(signed_body), None, None
     headers = {
-        "ETag": info.etag,
-        "Last-Modified": http_date(info.last_modified),
         "Cache-Control": cache_control(
             key,
-            playlist_max_age=config.playlist_max_age,
+            playlist_max_age=(
+                config.playlist_max_age
+                if signed_body is None
+                else min(config.playlist_max_age, config.signed_url_ttl // 2)
+            ),
             segment_max_age=config.segment_max_age,
         ),
     }
+    if etag is not None:
+        headers["ETag"] = etag
+    if last_modified is not None:
+        headers["Last-Modified"] = http_date(last_modified)
     range_field = _field(request, "Range")
     evaluation = evaluate_preconditions(
         request.method,
@@ -139,9 +175,9 @@ async def _respond(
             if_unmodified_since=_field(request, "If-Unmodified-Since"),
             if_range=_field(request, "If-Range"),
         ),
-        Validators(etag=info.etag, last_modified=info.last_modified),
+        Validators(etag=etag, last_modified=last_modified),
         has_range=range_field is not None,
-        now=time.time(),
+        now=now,
     )
     if evaluation.outcome is Precondition.NOT_MODIFIED:
         # RFC 9110 section 15.4.5: a 304 carries the fields a 200 would use to update a cache
@@ -149,7 +185,7 @@ async def _respond(
         return web.Response(status=304, headers=headers)
     if evaluation.outcome is Precondition.PRECONDITION_FAILED:
         return _error(412, "precondition failed")
-    decision = parse_range(range_field, info.size) if evaluation.honour_range else NoRange()
+    decision = parse_range(range_field, size) if evaluation.honour_range else NoRange()
     if isinstance(decision, UnsatisfiableRange):
         # RFC 9110 section 15.5.17: a 416 says the current length in Content-Range. It carries
         # no cache lifetime: a cache must never keep it in place of the representation.
@@ -163,17 +199,33 @@ async def _respond(
         status, start, length = 206, decision.start, decision.length
         headers["Content-Range"] = decision.content_range
     else:
-        status, start, length = 200, 0, info.size
+        status, start, length = 200, 0, size
     headers["Content-Type"] = content_type(key)
     if request.method == "HEAD":
         # RFC 9110 section 9.3.2: the same header fields as GET, without the content.
         headers["Content-Length"] = str(length)
         return web.Response(status=status, headers=headers)
+    if signed_body is not None:  # already read whole: it was rewritten
+        return web.Response(
+            status=status, headers=headers, body=signed_body[start : start + length]
+        )
     # A whole-object read asks for everything, so that a longer replacement shows as well.
     body = await asyncio.to_thread(store.read, key, start, length if status == 206 else None)
     if len(body) != length:
         return None
     return web.Response(status=status, headers=headers, body=body)
+
+
+def sign_playlist(body: bytes, key: str, config: OriginConfig, now: float) -> bytes:
+    """The playlist stored under `key` with a token on each URI under its video's prefix."""
+    video = key.removeprefix(VIDEO_KEY_PREFIX).split("/", 1)[0]
+    prefix = f"/v/{video}/"
+    token = add_query(sign(prefix, int(now) + config.signed_url_ttl, config.signing_keys[0]))
+
+    def rewrite(uri: str) -> str:
+        return token(uri) if is_relative_reference(uri) or uri.startswith(prefix) else uri
+
+    return rewrite_uris(body.decode("utf-8"), rewrite).encode("utf-8")
 
 
 def _field(request: web.Request, name: str) -> str | None:

@@ -57,6 +57,7 @@ from core.cache.status import CacheStatus
 from core.http import caching
 from core.http.conditional import (
     ConditionalHeaders,
+    Evaluation,
     Precondition,
     Validators,
     evaluate_preconditions,
@@ -65,6 +66,7 @@ from core.http.conditional import (
 from core.http.fields import end_to_end
 from core.http.paths import UnsafePath, check_raw_path
 from core.http.ranges import SatisfiableRange, UnsatisfiableRange, parse_range
+from core.http.signing import Key, Verdict, check_prefix, query_string, sign, strip_token, verify
 from manifests import ManifestError, MasterPlaylist, parse
 
 CACHEABLE_METHODS = frozenset({"GET", "HEAD"})
@@ -80,6 +82,20 @@ _CLIENT_ONLY_FIELDS = frozenset(
 )
 # Fields a delivery sets itself from the stored object's or the fetch's facts.
 _DELIVERY_FIELDS = frozenset({"content-length", "content-range", "age", "cache-status"})
+# Request fields that make a delivery evaluate preconditions (RFC 9110 sections 13.2.2, 13.1.5).
+_PRECONDITION_FIELDS = (
+    "if-match",
+    "if-none-match",
+    "if-modified-since",
+    "if-unmodified-since",
+    "if-range",
+)
+# What `evaluate_preconditions` says of a request with none of them, by whether it is a GET (a
+# GET's Range is honoured, any other method's ignored).
+_UNCONDITIONAL = {
+    False: Evaluation(Precondition.PROCEED, honour_range=False),
+    True: Evaluation(Precondition.PROCEED, honour_range=True),
+}
 # Uncacheable verdicts kept at most; a full table first sheds expired ones, then the oldest.
 MAX_PASS_ONLY_KEYS = 100_000
 # What a stored object costs beyond its body (the object table, its header fields): charged to
@@ -87,6 +103,11 @@ MAX_PASS_ONLY_KEYS = 100_000
 OBJECT_OVERHEAD_BYTES = 256
 # 5xx answers from a parent that say the parent, not the object, is in trouble.
 _PARENT_TROUBLE = frozenset({502, 503, 504})
+# Requests under this path are media: with `require_signed`, they need a valid signed URL.
+SIGNED_PATH_PREFIX = "/v/"
+# Seconds the token a node puts on its own upstream fetches stays valid (clock skew between
+# tiers included): only the next tier reads it, right when the request arrives.
+UPSTREAM_TOKEN_TTL = 300
 
 
 @dataclass(frozen=True)
@@ -102,6 +123,18 @@ class NodeSettings:
     """Seconds a 404 without explicit freshness is cached."""
     uncacheable_ttl: float = 30.0
     """Seconds a key whose response was not shareable goes straight to the upstream."""
+    signing_keys: tuple[Key, ...] = ()
+    """Signed-URL keys (`core.http.signing`), two during a rotation; the first signs. With
+    keys, the token parameters are no part of the cache key, and upstream fetches of media
+    carry a token of the node's own (see `CacheNode._upstream_target`)."""
+    require_signed: bool = False
+    """Refuse (403) media requests (under `/v/`) without a valid signed URL; needs keys."""
+
+    def __post_init__(self) -> None:
+        if self.require_signed and not self.signing_keys:
+            raise ValueError("require_signed needs at least one signing key")
+        if any(not key for key in self.signing_keys):
+            raise ValueError("a signing key must not be empty")
 
 
 class _Mode(Enum):
@@ -123,6 +156,22 @@ class _Waiter:
     secondary_key: tuple[str | None, ...] | None = None
 
 
+@dataclass(frozen=True, slots=True)
+class _Shared:
+    """What every hit on one stored response has in common, derived once from its meta (and
+    again when a revalidation replaces the meta): hits then skip re-parsing its fields."""
+
+    meta: caching.StoredResponseMeta
+    """The meta these facts were derived from."""
+    lifetime: float
+    """`caching.freshness_lifetime_of(meta)`."""
+    initial_age: float
+    """`caching.current_age_of(meta, meta.response_time)`: the age grows from it one second per
+    second of residence (RFC 9111 section 4.2.3)."""
+    headers: dict[str, str]
+    """The end-to-end fields a delivery starts from (never handed out: deliveries copy it)."""
+
+
 @dataclass(slots=True)
 class _Stored:
     object_id: str
@@ -131,6 +180,20 @@ class _Stored:
     meta: caching.StoredResponseMeta
     size: int
     vary: tuple[str, ...]
+    shared: _Shared | None = None
+    """Derived from `meta` on the first hit; stale once `meta` is replaced."""
+
+    def shared_facts(self) -> _Shared:
+        shared = self.shared
+        if shared is None or shared.meta is not self.meta:
+            meta = self.meta
+            shared = self.shared = _Shared(
+                meta,
+                caching.freshness_lifetime_of(meta),
+                caching.current_age_of(meta, meta.response_time),
+                _delivered_fields(meta),
+            )
+        return shared
 
 
 @dataclass(slots=True)
@@ -268,7 +331,15 @@ class CacheNode:
         if method in REFUSED_METHODS:
             yield self._synth(event.request_id, 405, f"method {method} not allowed")
             return
-        key = event.target  # hash: the whole target, query included (RFC 9111 section 2)
+        if self.settings.require_signed and path.startswith(SIGNED_PATH_PREFIX):
+            query = event.target.partition("?")[2]
+            verdict = verify(path, query, event.now, self.settings.signing_keys)
+            if verdict is not Verdict.OK:
+                yield self._synth(event.request_id, 403, verdict.message)
+                return
+        # hash: the whole target, query included (RFC 9111 section 2), except a signed URL's
+        # token: every viewer of an object shares one entry, whatever token they hold.
+        key = self._cache_key(event.target)
         waiter = _Waiter(event.request_id, method, event.headers)
         if method not in CACHEABLE_METHODS or self._pass_until.get(key, 0.0) > event.now:
             self.stats.passes += 1
@@ -305,6 +376,9 @@ class CacheNode:
         yield from self._start_fetch(key, ref, mode, [waiter], now, stored)
         if stored is None and key in self._variants:
             self._fetches[self._fetch_for_key[key]].forward_reason = "vary-miss"
+
+    def _cache_key(self, target: str) -> str:
+        return strip_token(target) if self.settings.signing_keys else target
 
     def _select_variant(self, key: str, request_headers: Fields) -> _Stored | None:
         for stored in self._variants.get(key, ()):
@@ -379,11 +453,33 @@ class CacheNode:
             fetch_id=fetch.fetch_id,
             target=fetch.upstream,
             method=fetch.method,
-            path=fetch.target,
+            path=self._upstream_target(fetch.target, now),
             headers=fetch.headers,
             want_body=fetch.mode is _Mode.PREWARM and fetch.ref.kind is ObjectKind.PLAYLIST,
             body_of=fetch.waiters[0].request_id if fetch.invalidates and fetch.waiters else None,
         )
+
+    def _upstream_target(self, key: str, now: float) -> str:
+        """What a fetch for `key` asks the upstream for: the key itself, plus for media at a
+        node with signing keys, a token of the node's own for the object's directory.
+
+        The node signs rather than forwarding a client's token because one fetch serves many
+        clients and outlives any one request: a coalesced fetch, a failover to the next parent,
+        a background revalidation or a pre-warm has no client token, or one that may expire
+        first. Tiers share the keys (HMAC: whoever verifies can sign), so a regional node with
+        `require_signed` accepts what its edges fetch; an origin ignores the query.
+        """
+        keys = self.settings.signing_keys
+        path, _, query = key.partition("?")
+        if not keys or not path.startswith(SIGNED_PATH_PREFIX):
+            return key
+        try:
+            token = sign(
+                check_prefix(path.rsplit("/", 1)[0] + "/"), int(now) + UPSTREAM_TOKEN_TTL, keys[0]
+            )
+        except ValueError:
+            return key  # a directory outside the token alphabet: the upstream decides
+        return f"{key}&{query_string(token)}" if query else f"{key}?{query_string(token)}"
 
     def _upstream_fields(
         self, client: Fields, *, keep_conditionals: bool = False
@@ -693,10 +789,18 @@ class CacheNode:
     ) -> ServeStored:
         self._index.lookup(stored.object_id, now)
         NodeStats.bump(self.stats.hits, stored.ref.kind)
-        age = caching.current_age_of(stored.meta, now)
-        ttl = caching.freshness_lifetime_of(stored.meta) - age
+        shared = stored.shared_facts()
+        # current_age (RFC 9111 section 4.2.3): the initial age plus the resident time.
+        age = shared.initial_age + max(0.0, now - stored.meta.response_time)
+        ttl = shared.lifetime - age
         delivery = self._delivery(
-            waiter, stored.meta, stored.size, now, status.with_ttl(ttl), age=age
+            waiter,
+            stored.meta,
+            stored.size,
+            now,
+            status.with_ttl(ttl),
+            age=age,
+            fields=shared.headers,
         )
         return ServeStored(stored.object_id, delivery)
 
@@ -709,9 +813,12 @@ class CacheNode:
         status: CacheStatus,
         *,
         age: float | None = None,
+        fields: dict[str, str] | None = None,
     ) -> Delivery:
-        """The answer to `waiter` from a response: client conditionals, Range, HEAD (deliver)."""
-        headers = {k: v for k, v in end_to_end(meta.headers).items() if k not in _DELIVERY_FIELDS}
+        """The answer to `waiter` from a response: client conditionals, Range, HEAD (deliver).
+
+        `fields`: `_delivered_fields(meta)`, when the caller has it already."""
+        headers = _delivered_fields(meta) if fields is None else fields.copy()
         if age is not None:
             headers["age"] = caching.age_header_value(age)
         elif "age" in meta.headers:
@@ -724,25 +831,12 @@ class CacheNode:
             if size is not None:
                 headers["content-length"] = str(size)
             return Delivery(waiter.request_id, meta.status, headers, with_body=with_body)
-        last_modified = meta.headers.get("last-modified")
-        evaluation = evaluate_preconditions(
-            waiter.method,
-            ConditionalHeaders(
-                if_match=waiter.headers.get("if-match"),
-                if_none_match=waiter.headers.get("if-none-match"),
-                if_modified_since=waiter.headers.get("if-modified-since"),
-                if_unmodified_since=waiter.headers.get("if-unmodified-since"),
-                if_range=waiter.headers.get("if-range"),
-            ),
-            Validators(
-                etag=meta.headers.get("etag"),
-                last_modified=(
-                    None if last_modified is None else parse_http_date(last_modified, now=now)
-                ),
-            ),
-            has_range="range" in waiter.headers,
-            now=now,
-        )
+        if not any(name in waiter.headers for name in _PRECONDITION_FIELDS):
+            # No conditionals: nothing to evaluate (section 13.2.2 ends at step 5 with the
+            # Range honoured for a GET), and no validator to parse.
+            evaluation = _UNCONDITIONAL[waiter.method == "GET"]
+        else:
+            evaluation = self._evaluate_preconditions(waiter, meta, now)
         if evaluation.outcome is Precondition.NOT_MODIFIED:
             return Delivery(waiter.request_id, 304, _not_modified_fields(headers), with_body=False)
         if evaluation.outcome is Precondition.PRECONDITION_FAILED:
@@ -769,6 +863,30 @@ class CacheNode:
         if size is not None:
             headers["content-length"] = str(size)
         return Delivery(waiter.request_id, 200, headers, with_body=with_body)
+
+    @staticmethod
+    def _evaluate_preconditions(
+        waiter: _Waiter, meta: caching.StoredResponseMeta, now: float
+    ) -> Evaluation:
+        last_modified = meta.headers.get("last-modified")
+        return evaluate_preconditions(
+            waiter.method,
+            ConditionalHeaders(
+                if_match=waiter.headers.get("if-match"),
+                if_none_match=waiter.headers.get("if-none-match"),
+                if_modified_since=waiter.headers.get("if-modified-since"),
+                if_unmodified_since=waiter.headers.get("if-unmodified-since"),
+                if_range=waiter.headers.get("if-range"),
+            ),
+            Validators(
+                etag=meta.headers.get("etag"),
+                last_modified=(
+                    None if last_modified is None else parse_http_date(last_modified, now=now)
+                ),
+            ),
+            has_range="range" in waiter.headers,
+            now=now,
+        )
 
     def _synth(self, request_id: int, status: int, message: str) -> Respond:
         body = (message + "\n").encode()
@@ -841,6 +959,8 @@ class CacheNode:
             check_raw_path(target)
         except UnsafePath:
             return
+        # The URIs of a signed playlist carry tokens: the object is stored under its key.
+        target = self._cache_key(target)
         if target in self._variants or target in self._fetch_for_key:
             return
         yield from self._start_fetch(target, classify(target), _Mode.PREWARM, [], now)
@@ -866,6 +986,11 @@ def _charge(size: int, meta: caching.StoredResponseMeta) -> int:
     """Bytes an object counts against the capacity: its body plus its bookkeeping."""
     fields = sum(len(name) + len(value) for name, value in meta.headers.items())
     return size + fields + OBJECT_OVERHEAD_BYTES
+
+
+def _delivered_fields(meta: caching.StoredResponseMeta) -> dict[str, str]:
+    """The stored fields a delivery passes on: end-to-end ones, less those it sets itself."""
+    return {k: v for k, v in end_to_end(meta.headers).items() if k not in _DELIVERY_FIELDS}
 
 
 def _vary_names(meta: caching.StoredResponseMeta) -> tuple[str, ...]:

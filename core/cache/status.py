@@ -5,6 +5,7 @@ A member is the node's name followed by parameters: `hit`, or `fwd=<reason>` wit
 immutable; each method returns a new one.
 """
 
+import functools
 from dataclasses import dataclass, replace
 
 
@@ -35,8 +36,18 @@ class CacheStatus:
         return replace(self, is_collapsed=True)
 
     def with_ttl(self, seconds: float) -> "CacheStatus":
-        # Section 2.4: negative when the response is stale. Integer seconds, like Age.
-        return replace(self, ttl=int(seconds // 1))
+        # Section 2.4: negative when the response is stale. Integer seconds, like Age. Built
+        # directly rather than by `replace`: this runs on every hit.
+        return CacheStatus(
+            self.node,
+            self.is_hit,
+            self.fwd,
+            self.fwd_status,
+            int(seconds // 1),
+            self.is_stored,
+            self.is_collapsed,
+            self.detail_text,
+        )
 
     def detail(self, text: str) -> "CacheStatus":
         return replace(self, detail_text=text)
@@ -60,6 +71,7 @@ class CacheStatus:
         return "; ".join(parts)
 
 
+@functools.lru_cache(maxsize=256)
 def _token_or_string(value: str) -> str:
     # RFC 8941 structured fields: a token if it is one, else a quoted string.
     if (

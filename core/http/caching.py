@@ -44,6 +44,7 @@ Decisions this module makes where the RFCs leave a choice (each repeated where i
   deprecates it and gives a cache no rule for it.
 """
 
+import functools
 import math
 import re
 from collections.abc import Iterable, Iterator, Mapping, Sequence
@@ -193,6 +194,7 @@ _UNREADABLE = CacheDirectives(max_age=0, no_store=True, no_cache=True)
 _Occurrence = tuple[str | None, bool]
 
 
+@functools.lru_cache(maxsize=1024)
 def parse_cache_control(value: str | None) -> CacheDirectives:
     """The directives of a Cache-Control field value (None when the field is absent).
 
@@ -213,6 +215,9 @@ def parse_cache_control(value: str | None) -> CacheDirectives:
       immutable, must-understand, only-if-cached) only when every occurrence is well-formed and
       has no argument.
     - A value longer than `MAX_FIELD_LENGTH` is read as `max-age=0, no-cache, no-store`.
+
+    Results are memoised (a few distinct values recur on every request and every stored
+    response); `CacheDirectives` is immutable, so a shared result is safe.
     """
     if value is None:
         return CacheDirectives()
@@ -864,9 +869,11 @@ def _same_origin_path(base: str, reference: str) -> str | None:
 # --- Dates ------------------------------------------------------------------------------------
 
 
+@functools.lru_cache(maxsize=1024)
 def _parse_date(value: str | None, *, now: float) -> int | None:
     """An HTTP-date (RFC 9110 section 5.6.7), matched case-insensitively as section 4.2 asks of
-    a cache, or None."""
+    a cache, or None. Memoised: a stored response's dates are read with the same `now` (its
+    response time) on every hit."""
     if value is None or len(value) > _MAX_SHORT_FIELD_LENGTH:
         return None
     parsed = parse_http_date(value, now=now)

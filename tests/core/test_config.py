@@ -120,3 +120,17 @@ def test_policy_choices_match_the_registries() -> None:
     fields = {f.name: f for f in dataclasses.fields(CacheNodeConfig)}
     assert sorted(fields["eviction"].metadata["choices"]) == eviction_policy_names()
     assert sorted(fields["admission"].metadata["choices"]) == admission_policy_names()
+
+
+@pytest.mark.parametrize(
+    ("document", "key"),
+    [
+        ({"edge": {"require_signed": True}}, "edge.require_signed"),
+        ({"regional": {"signing_keys": ["k", ""]}}, "regional.signing_keys"),
+        ({"origin": {"signing_keys": [""]}}, "origin.signing_keys"),
+    ],
+)
+def test_signed_url_settings_are_checked(document: dict[str, object], key: str) -> None:
+    with pytest.raises(ConfigError, match=key.replace(".", r"\.")):
+        load_config(document)
+    assert load_config({"edge": {"require_signed": True, "signing_keys": ["new", "old"]}})

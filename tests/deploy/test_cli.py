@@ -11,6 +11,7 @@ from pathlib import Path
 import pytest
 
 from core.config import ShoalConfig, load_config
+from core.http.signing import Verdict, verify_target
 from deploy.cli import EXIT_CONFIG_ERROR, main, resolve_config
 from tests.support import S3Endpoint, free_port, uses_seaweedfs
 
@@ -21,7 +22,7 @@ def _shoal(*args: str) -> subprocess.CompletedProcess[str]:
     )
 
 
-@pytest.mark.parametrize("command", ["up", "origin", "edge", "samples", "config"])
+@pytest.mark.parametrize("command", ["up", "origin", "edge", "samples", "sign", "config"])
 def test_every_subcommand_has_help(command: str) -> None:
     result = _shoal(command, "--help")
     assert result.returncode == 0
@@ -146,3 +147,24 @@ def test_an_unreachable_s3_store_is_a_clear_error(tmp_path: Path) -> None:
     assert result.stderr.startswith("shoal: content store unavailable:")
     assert closed in result.stderr
     assert "Traceback" not in result.stderr
+
+
+def test_sign_prints_a_url_the_nodes_accept(capsys: pytest.CaptureFixture[str]) -> None:
+    keys = '["old-key", "new-key"]'
+    args = ["sign", "/v/abc/master.m3u8", "--set", f"origin.signing_keys={keys}", "--ttl", "60"]
+    assert main([*args, "--base", "http://edge:8080"]) == 0
+    url = capsys.readouterr().out.strip()
+    assert url.startswith("http://edge:8080/v/abc/master.m3u8?")
+    target = url.removeprefix("http://edge:8080")
+    now = time.time()
+    assert verify_target(target, now, ["old-key"]) is Verdict.OK
+    assert verify_target(target.replace("master", "360p/seg_00001"), now, ["old-key"]) is Verdict.OK
+    assert verify_target(target, now + 61, ["old-key"]) is Verdict.EXPIRED
+    assert verify_target(target, now, ["new-key"]) is Verdict.FORGED
+
+
+def test_sign_needs_a_key_and_a_video_path(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["sign", "/v/abc/master.m3u8"]) == EXIT_CONFIG_ERROR
+    assert "origin.signing_keys" in capsys.readouterr().err
+    assert main(["sign", "/etc/passwd", "--set", 'origin.signing_keys=["k"]']) == EXIT_CONFIG_ERROR
+    assert "expected a path like /v/<video>/" in capsys.readouterr().err

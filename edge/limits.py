@@ -1,0 +1,270 @@
+"""Client limits of a cache node: connections, request rate, head sizes, slow clients.
+
+Wired in two places: `install_limits` (called by `make_cache_app`) adds the rate-limit
+middleware and the metrics; `server_options` and `listen` (called by `deploy.serve`) configure
+aiohttp's request handler and put a guard in front of every connection.
+
+- **Request rate** (`rate_limit`, `rate_burst`): a token bucket per client address
+  (`request.remote`, `core.limits.RateLimiter`); past it, 429 with `Retry-After` (whole seconds,
+  at least 1) and the connection stays open. `/healthz` and `/readyz` are exempt: a load
+  balancer probing from an address its clients share (a NAT, a proxy) must see the node's
+  health, not that address's quota. Everything else counts, admin routes included (their
+  bearer tokens are not worth brute-forcing at line rate) and `/metrics`. `rate_limit = 0`
+  turns the limiter off. At most `RATE_LIMIT_CLIENTS` addresses are tracked (idle ones are
+  forgotten once their bucket is full; see `core.limits`).
+- **Connections** (`max_connections`): counted at the protocol level, in the guard. A
+  connection past the cap is aborted at once (TCP RST), before anything is read: no parser, no
+  task, no response, no TIME_WAIT on the node; the cheapest refusal when overloaded, and a
+  client or load balancer retries elsewhere. (A 503 would need the request read first, or a
+  lingering close so the reset does not destroy the answer: resources the cap is there to
+  save.) The listen backlog is not a cap: the kernel accepts up to it whatever we do.
+- **Head sizes** (`max_header_bytes`): aiohttp's `max_line_size` (request line) and
+  `max_field_size` (one header field); a longer one is answered by aiohttp itself with
+  400 Bad Request ("Got more than N bytes when reading ...") and the connection closed. At most
+  128 fields (aiohttp's `max_headers`, its default). Request bodies: `client_max_size` of the
+  application (413 past it).
+- **Slow clients** (`client_timeout`): aiohttp has no deadline for reading a request head, so
+  a client that dribbles one (slowloris) would hold its connection for as long as it likes.
+  The guard arms a timer when the connection opens and again when the first bytes of the next
+  request arrive after a response; the middleware cancels it as soon as a complete head has
+  been parsed (the handler starts). If it fires first the connection is closed
+  (`RequestHandler.force_close`, as aiohttp's own keep-alive timer does). Request bodies are
+  not under this deadline (the handler reads them; `sock_read`-like body timeouts are future
+  work).
+- **Idle keep-alive** (`keepalive_timeout`): aiohttp's `keepalive_timeout` handler argument
+  closes a connection idle for that long after a response (0: no keep-alive).
+"""
+
+import asyncio
+import math
+import time
+from collections.abc import Callable, Iterator
+from typing import Any, cast
+
+from aiohttp import web
+from aiohttp.web_protocol import RequestHandler
+from prometheus_client import CollectorRegistry
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
+from prometheus_client.registry import Collector
+
+from core.config import CacheNodeConfig
+from core.limits import RateLimiter
+
+RATE_LIMIT_CLIENTS = 65_536
+"""Client addresses whose buckets are held at most (a few MB)."""
+RATE_LIMIT_EXEMPT = frozenset({"/healthz", "/readyz"})
+LISTEN_BACKLOG = 1024
+
+
+class ClientLimits:
+    """One node's client limits and their counters."""
+
+    def __init__(
+        self, config: CacheNodeConfig, *, clock: Callable[[], float] = time.monotonic
+    ) -> None:
+        self.max_connections = config.max_connections
+        self.client_timeout = config.client_timeout
+        self.keepalive_timeout = config.keepalive_timeout
+        self.max_header_bytes = config.max_header_bytes
+        self.limiter = (
+            RateLimiter(config.rate_limit, config.rate_burst, RATE_LIMIT_CLIENTS)
+            if config.rate_limit > 0
+            else None
+        )
+        self.clock = clock
+        self.open_connections = 0
+        self.refused_connections = 0
+        self.slow_clients_closed = 0
+        self.rate_limited = 0
+
+
+LIMITS = web.AppKey("limits", ClientLimits)
+
+
+def install_limits(
+    app: web.Application, config: CacheNodeConfig, registry: CollectorRegistry | None = None
+) -> ClientLimits:
+    """Give `app` the limits of `config`: rate-limit middleware, metrics, and the settings
+    `server_options` and `listen` apply when the app is served."""
+    limits = ClientLimits(config)
+    app[LIMITS] = limits
+    app.middlewares.append(_middleware(limits))
+    if registry is not None:
+        registry.register(_LimitsCollector(limits))
+    return limits
+
+
+def server_options(app: web.Application) -> dict[str, Any]:
+    """Arguments for `web.AppRunner(app, ...)`: aiohttp's per-connection limits."""
+    limits = app.get(LIMITS)
+    if limits is None:
+        return {}
+    # The runner hands these to each `RequestHandler`. Beware: aiohttp answers a keyword it
+    # does not know by dropping every custom one, with only a log warning.
+    return {
+        "keepalive_timeout": limits.keepalive_timeout,
+        "max_line_size": limits.max_header_bytes,
+        "max_field_size": limits.max_header_bytes,
+    }
+
+
+async def listen(
+    runner: web.AppRunner, host: str, port: int, *, backlog: int = LISTEN_BACKLOG
+) -> asyncio.Server:
+    """Listen on `host`:`port` for the runner's (set up) server, every connection guarded by
+    the app's limits when it has some. Close the returned server before `runner.cleanup()`."""
+    server = runner.server
+    if server is None:
+        raise RuntimeError("set the runner up before listening")
+    limits = runner.app.get(LIMITS)
+    factory: Callable[[], asyncio.BaseProtocol] = (
+        server if limits is None else _Guard(server, limits)
+    )
+    return await asyncio.get_running_loop().create_server(
+        factory, host, port, backlog=backlog, reuse_address=True
+    )
+
+
+class _Guard:
+    """The protocol factory of a guarded listener."""
+
+    def __init__(self, server: web.Server, limits: ClientLimits) -> None:
+        self.server = server
+        self.limits = limits
+
+    def __call__(self) -> "_GuardedConnection":
+        return _GuardedConnection(self.server, self.limits)
+
+
+class _GuardedConnection(asyncio.Protocol):
+    """One client connection: counted, refused past the cap, and given `client_timeout` to
+    send each request head; everything else is aiohttp's `RequestHandler`, created only for an
+    admitted connection."""
+
+    __slots__ = ("_awaiting_head", "_handler", "_limits", "_server", "_timer")
+
+    def __init__(self, server: web.Server, limits: ClientLimits) -> None:
+        self._server = server
+        self._limits = limits
+        self._handler: RequestHandler | None = None
+        self._timer: asyncio.TimerHandle | None = None
+        self._awaiting_head = True
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        limits = self._limits
+        if limits.open_connections >= limits.max_connections:
+            limits.refused_connections += 1
+            cast(asyncio.Transport, transport).abort()
+            return
+        limits.open_connections += 1
+        self._handler = self._server()
+        self._arm()
+        self._handler.connection_made(transport)
+
+    def data_received(self, data: bytes) -> None:
+        if self._handler is None:
+            return
+        if self._awaiting_head and self._timer is None:
+            self._arm()  # the first bytes of the next request: its head must follow in time
+        self._handler.data_received(data)
+
+    def eof_received(self) -> None:
+        if self._handler is not None:
+            self._handler.eof_received()  # returns None: the transport closes itself
+
+    def pause_writing(self) -> None:
+        if self._handler is not None:
+            self._handler.pause_writing()
+
+    def resume_writing(self) -> None:
+        if self._handler is not None:
+            self._handler.resume_writing()
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        handler, self._handler = self._handler, None
+        if handler is None:
+            return
+        self._limits.open_connections -= 1
+        self._disarm()
+        handler.connection_lost(exc)
+
+    def head_received(self) -> None:
+        """A complete request head was parsed: its handler starts."""
+        self._awaiting_head = False
+        self._disarm()
+
+    def request_done(self) -> None:
+        """The handler returned: the next bytes are the next request's head."""
+        self._awaiting_head = True
+
+    def _arm(self) -> None:
+        loop = asyncio.get_running_loop()
+        self._timer = loop.call_later(self._limits.client_timeout, self._head_timed_out)
+
+    def _disarm(self) -> None:
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+
+    def _head_timed_out(self) -> None:
+        self._timer = None
+        if self._handler is not None and self._awaiting_head:
+            self._limits.slow_clients_closed += 1
+            self._handler.force_close()
+
+
+def _guarded_connection(request: web.Request) -> _GuardedConnection | None:
+    transport = request.transport
+    protocol = None if transport is None else transport.get_protocol()
+    return protocol if isinstance(protocol, _GuardedConnection) else None
+
+
+def _middleware(limits: ClientLimits) -> Any:
+    limiter = limits.limiter
+
+    @web.middleware
+    async def limits_middleware(
+        request: web.Request,
+        handler: Callable[[web.Request], Any],
+    ) -> web.StreamResponse:
+        connection = _guarded_connection(request)
+        if connection is not None:
+            connection.head_received()
+        try:
+            if limiter is not None and request.path not in RATE_LIMIT_EXEMPT:
+                client = request.remote or ""
+                now = limits.clock()
+                if not limiter.allow(client, now):
+                    limits.rate_limited += 1
+                    wait = max(1, math.ceil(limiter.retry_after(client, now)))
+                    return web.Response(
+                        status=429,
+                        text="too many requests\n",
+                        headers={"Retry-After": str(wait), "Cache-Control": "no-store"},
+                    )
+            response: web.StreamResponse = await handler(request)
+            return response
+        finally:
+            if connection is not None:
+                connection.request_done()
+
+    return limits_middleware
+
+
+class _LimitsCollector(Collector):
+    def __init__(self, limits: ClientLimits) -> None:
+        self._limits = limits
+
+    def collect(self) -> Iterator[Metric]:
+        limits = self._limits
+        yield GaugeMetricFamily(
+            "shoal_client_connections", "Client connections open", value=limits.open_connections
+        )
+        for name, help_text, value in (
+            ("shoal_connections_refused", "Connections refused past max_connections",
+             limits.refused_connections),
+            ("shoal_slow_clients_closed", "Connections closed for a request head too slow",
+             limits.slow_clients_closed),
+            ("shoal_rate_limited", "Requests answered 429 by the rate limit", limits.rate_limited),
+        ):  # fmt: skip
+            yield CounterMetricFamily(name, help_text, value=value)
