@@ -125,6 +125,11 @@ class CacheNodeConfig:
     max_header_bytes: int = _opt(
         8190, "longest request line and header field accepted", min=256, max=65536
     )
+    http3: bool = _opt(False, "also serve HTTP/3 (QUIC) on the same port number over UDP")
+    tls_certificate: str = _opt(
+        "", "PEM certificate for HTTP/3 (empty: a self-signed one, for development)"
+    )
+    tls_private_key: str = _opt("", "PEM private key of tls_certificate")
     upstream_total_timeout: float = _opt(
         60.0, "seconds a whole upstream response may take, body included", min=0.001
     )

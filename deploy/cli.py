@@ -232,9 +232,20 @@ def _run_edge(args: argparse.Namespace) -> int:
     node = getattr(config, args.tier)
     name = args.name or args.tier
     app = make_cache_app(node, tier=args.tier, name=name)
+    start_h3 = None
+    if node.http3:
+        from edge.h3 import enable_http3
+
+        start_h3 = enable_http3(app, node)
     uvloop.run(
         serve(
-            app, host=node.host, port=node.port, kind=args.tier, name=name, announce=args.announce
+            app,
+            host=node.host,
+            port=node.port,
+            kind=args.tier,
+            name=name,
+            announce=args.announce,
+            after_bind=start_h3,
         )
     )
     return 0

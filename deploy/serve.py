@@ -10,6 +10,7 @@ import json
 import logging
 import os
 import signal
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 
 from aiohttp import web
@@ -29,8 +30,19 @@ def write_announce(path: Path, record: dict[str, object]) -> None:
     temporary.replace(path)
 
 
+AfterBind = Callable[[str, int], Awaitable[Callable[[], None]]]
+"""Starts something beside the TCP listener once its port is known; returns how to stop it."""
+
+
 async def serve(
-    app: web.Application, *, host: str, port: int, kind: str, name: str, announce: Path | None
+    app: web.Application,
+    *,
+    host: str,
+    port: int,
+    kind: str,
+    name: str,
+    announce: Path | None,
+    after_bind: AfterBind | None = None,
 ) -> None:
     # A cache node's client limits (edge.limits) configure aiohttp's request handler here and
     # guard every connection in `listen`; an app without limits (the origin) is served as is.
@@ -39,9 +51,12 @@ async def serve(
     )
     await runner.setup()
     listener: asyncio.Server | None = None
+    stop_beside: Callable[[], None] | None = None
     try:
         listener = await listen(runner, host, port)
         bound_host, bound_port = listener.sockets[0].getsockname()[:2]
+        if after_bind is not None:
+            stop_beside = await after_bind(bound_host, bound_port)
         url = f"http://{_url_host(bound_host)}:{bound_port}"
         log.info("%s (%s) listening on %s", name, kind, url)
         if announce is not None:
@@ -49,6 +64,8 @@ async def serve(
         await _wait_for_stop_signal()
         log.info("%s: stopping", name)
     finally:
+        if stop_beside is not None:
+            stop_beside()
         if listener is not None:
             listener.close()  # accept nothing more; the runner drains what is open
         await runner.cleanup()

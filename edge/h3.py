@@ -15,8 +15,10 @@ import ipaddress
 import itertools
 import logging
 import tempfile
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 
+from aiohttp import web
 from aioquic.asyncio.protocol import QuicConnectionProtocol
 from aioquic.asyncio.server import QuicServer, serve
 from aioquic.h3.connection import H3_ALPN, H3Connection
@@ -29,7 +31,9 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 
 from core.cache.events import RequestReceived
+from core.config import CacheNodeConfig
 from core.http.caching import combine_fields
+from edge.app import RUNNER
 from edge.runner import Answer, CommandRunner, FetchAborted, FetchBody
 
 log = logging.getLogger(__name__)
@@ -204,3 +208,30 @@ async def start_h3(
     server = await serve(host, port, configuration=configuration, create_protocol=create_protocol)
     log.info("%s: HTTP/3 on udp://%s:%d", runner.node.settings.name, host, port)
     return server
+
+
+def enable_http3(
+    app: web.Application, config: CacheNodeConfig
+) -> Callable[[str, int], Awaitable[Callable[[], None]]]:
+    """Advertise HTTP/3 on the app's TCP responses (`Alt-Svc`) and return the function that
+    starts the QUIC listener once the TCP port is bound (same port number, over UDP)."""
+    bound: list[int] = []
+
+    async def advertise(request: web.Request, response: web.StreamResponse) -> None:
+        if bound:
+            response.headers["Alt-Svc"] = f'h3=":{bound[0]}"; ma=86400'
+
+    app.on_response_prepare.append(advertise)
+
+    async def start(host: str, port: int) -> Callable[[], None]:
+        server = await start_h3(
+            app[RUNNER],
+            host=host,
+            port=port,
+            certificate=Path(config.tls_certificate) if config.tls_certificate else None,
+            private_key=Path(config.tls_private_key) if config.tls_private_key else None,
+        )
+        bound.append(port)
+        return server.close
+
+    return start

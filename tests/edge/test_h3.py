@@ -1,9 +1,12 @@
 """HTTP/3: the QUIC listener serves the same cache as the TCP listener, byte for byte."""
 
 import asyncio
+import json
 import socket
 import ssl
+import sys
 from collections.abc import AsyncIterator
+from pathlib import Path
 from typing import Any
 
 import aiohttp
@@ -118,3 +121,39 @@ async def test_http3_serves_identical_bytes_from_the_shared_cache(nodes: tuple[s
         assert status == 200 and body == b"" and "content-length" not in fields
         status, _, _ = await client.request("POST", SEGMENT)
         assert status == 405
+
+
+async def test_shoal_edge_advertises_and_serves_http3(tmp_path: Path) -> None:
+    """`shoal edge --set edge.http3=true`: Alt-Svc on TCP names the UDP port that serves H3."""
+    origin_app = web.Application()
+    origin_app.router.add_get(SEGMENT, _origin_segment)
+    async with TestServer(origin_app, host="127.0.0.1") as origin:
+        announce = tmp_path / "edge.json"
+        upstream = str(origin.make_url("")).rstrip("/")
+        edge = await asyncio.create_subprocess_exec(
+            *(sys.executable, "-m", "deploy.cli", "edge", "--port", "0", "--upstream", upstream),
+            *("--announce", str(announce), "--set", "edge.http3=true"),
+            *("--set", "edge.admission=always"),
+        )
+        try:
+            async with asyncio.timeout(30):
+                while not announce.exists():
+                    assert edge.returncode is None, "shoal edge exited"
+                    await asyncio.sleep(0.05)
+            url = json.loads(announce.read_text())["url"]
+            async with aiohttp.ClientSession() as session, session.get(url + SEGMENT) as response:
+                assert await response.read() == BODY
+                alt_svc = response.headers["Alt-Svc"]
+            port = int(alt_svc.split('h3=":')[1].split('"')[0])
+            assert port == int(url.rsplit(":", 1)[1])
+            configuration = QuicConfiguration(is_client=True, alpn_protocols=list(H3_ALPN))
+            configuration.verify_mode = ssl.CERT_NONE
+            async with connect(
+                "127.0.0.1", port, configuration=configuration, create_protocol=H3Client
+            ) as client:
+                assert isinstance(client, H3Client)
+                status, fields, body = await client.request("GET", SEGMENT)
+            assert status == 200 and body == BODY and "hit" in fields["cache-status"]
+        finally:
+            edge.terminate()
+            assert await edge.wait() == 0
