@@ -91,6 +91,8 @@ class CacheNodeConfig:
         15.0, "seconds an upstream may take to answer a request", min=0.001
     )
     memory_bytes: int = _opt(256 * MIB, "bytes of the memory tier", min=0)
+    disk_path: str = _opt("", "directory of the disk tier (empty: memory only)")
+    disk_bytes: int = _opt(0, "bytes of the disk tier below memory (0: no disk tier)", min=0)
     eviction: str = _opt(
         "s3fifo", "eviction policy", choices=("lru", "s3fifo", "sieve", "wtinylfu", "gdsf")
     )
@@ -262,6 +264,8 @@ def load_config(data: Mapping[str, Any], base: ShoalConfig | None = None) -> Sho
     config: ShoalConfig = _build(ShoalConfig, data, "", base or ShoalConfig())
     for section in ("edge", "regional"):
         node: CacheNodeConfig = getattr(config, section)
+        if node.disk_bytes and not node.disk_path:
+            raise ConfigError(f"{section}.disk_path", "expected a directory when disk_bytes > 0")
         if not node.upstreams:
             raise ConfigError(f"{section}.upstreams", "expected at least one upstream URL")
         for url in node.upstreams:

@@ -15,8 +15,10 @@ import hmac
 import itertools
 import json
 import logging
+import secrets
 import time
 from collections.abc import AsyncIterator, Callable, Iterator
+from pathlib import Path
 
 import aiohttp
 from aiohttp import web
@@ -35,6 +37,7 @@ from core.config import CacheNodeConfig
 from core.http.caching import combine_fields
 from core.http.paths import UnsafePath, check_raw_path
 from core.keys import InvalidKey, validate_key
+from edge.disk import DiskTier
 from edge.limits import install_limits
 from edge.runner import Answer, CommandRunner, FetchAborted, FetchBody
 
@@ -68,11 +71,11 @@ def build_node(
             uncacheable_ttl=config.uncacheable_ttl,
             signing_keys=tuple(config.signing_keys),
             require_signed=config.require_signed,
+            # Ids made by this process never collide with those a disk tier kept from before.
+            object_id_prefix=secrets.token_hex(4) + "-",
         ),
-        index=CacheIndex(
-            config.memory_bytes,
-            create_eviction_policy(config.eviction, capacity_bytes=config.memory_bytes),
-        ),
+        index=_index(config.eviction, config.memory_bytes),
+        disk_index=_index(config.eviction, config.disk_bytes) if config.disk_bytes else None,
         admission=create_admission_policy(
             config.admission,
             AdmissionSettings(
@@ -80,6 +83,12 @@ def build_node(
             ),
         ),
         router=ParentRouter(config.upstreams, config.origin or None) if router is None else router,
+    )
+
+
+def _index(eviction: str, capacity_bytes: int) -> CacheIndex:
+    return CacheIndex(
+        capacity_bytes, create_eviction_policy(eviction, capacity_bytes=capacity_bytes)
     )
 
 
@@ -128,7 +137,11 @@ def make_cache_app(
                 request_timeout=timeout,
                 clock=clock,
                 total_timeout=config.upstream_total_timeout,
+                disk=DiskTier(Path(config.disk_path)) if config.disk_bytes else None,
             )
+            restored = runner.restore_from_disk()
+            if restored:
+                log.info("%s: %d objects found in the disk tier", name, restored)
             app[RUNNER] = runner
             registry.register(_NodeCollector(runner))
             yield

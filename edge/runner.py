@@ -8,7 +8,7 @@ any number of client streams read from, at their own pace, while it is still arr
 import asyncio
 import logging
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 
 import aiohttp
@@ -19,9 +19,11 @@ from core.cache.commands import (
     AttachToFetch,
     Command,
     Delivery,
+    Demote,
     DropStored,
     FetchUpstream,
     ProbeParent,
+    Promote,
     ReleaseFetch,
     Respond,
     ServeStored,
@@ -33,11 +35,15 @@ from core.cache.events import (
     Event,
     FetchCompleted,
     ProbeCompleted,
+    RequestReceived,
+    StoredObjectFound,
+    StoredObjectLost,
     UpstreamFailed,
     UpstreamResponded,
 )
 from core.cache.node import CacheNode
 from core.http.caching import combine_fields
+from edge.disk import CorruptRecord, DiskTier
 
 log = logging.getLogger(__name__)
 
@@ -115,9 +121,17 @@ class CommandRunner:
         request_timeout: aiohttp.ClientTimeout,
         clock: Callable[[], float] = time.time,
         total_timeout: float | None = None,
+        disk: DiskTier | None = None,
     ) -> None:
         self.node = node
         self.memory: dict[str, bytes] = {}
+        self._disk = disk
+        self._demoting: dict[str, bytes] = {}
+        """Bodies on their way to disk: still served from here until the record is written."""
+        self._disk_writes: dict[str, asyncio.Task[None]] = {}
+        self._last_disk_read: tuple[str, bytes] | None = None
+        self._requests: dict[int, RequestReceived] = {}
+        """Requests not yet answered, to ask the node again if a stored body turns out lost."""
         self._session = session
         self._timeout = request_timeout
         self._clock = clock
@@ -151,13 +165,26 @@ class CommandRunner:
         return future
 
     def client_gone(self, request_id: int) -> None:
+        self._requests.pop(request_id, None)
         self.request_bodies.pop(request_id, None)
         if self._waiting.pop(request_id, None) is not None:
             self.feed(ClientGone(request_id, self.now()))
 
     def feed(self, event: Event) -> None:
         """Hand an event to the node and execute what it commands."""
+        if isinstance(event, RequestReceived):
+            self._requests[event.request_id] = event
         self.execute(self.node.handle(event))
+
+    def restore_from_disk(self) -> int:
+        """Tell the node about every whole record in the disk tier (at start); how many."""
+        if self._disk is None:
+            return 0
+        found = 0
+        for record in self._disk.scan():
+            self.feed(StoredObjectFound(record.object_id, record.metadata, self.now()))
+            found += 1
+        return found
 
     def execute(self, commands: Iterable[Command]) -> None:
         for command in commands:
@@ -165,7 +192,11 @@ class CommandRunner:
                 case Respond(request_id, status, headers, body):
                     self._answer(Answer(Delivery(request_id, status, headers), body))
                 case ServeStored(object_id, delivery):
-                    self._answer(Answer(delivery, self.memory[object_id]))
+                    stored = self._stored_body(object_id)
+                    if stored is None:
+                        self._lost(object_id, delivery.request_id)
+                    else:
+                        self._answer(Answer(delivery, stored))
                 case FetchUpstream():
                     self._start_fetch(command)
                 case StreamFetch(fetch_id, deliveries):
@@ -182,11 +213,93 @@ class CommandRunner:
                 case DropStored(object_ids):
                     for object_id in object_ids:
                         self.memory.pop(object_id, None)
+                        self._demoting.pop(object_id, None)
+                        self._delete_record(object_id)
+                case Demote(object_id, record):
+                    self._demote(object_id, record)
+                case Promote(object_id):
+                    promoted = self._stored_body(object_id)
+                    if promoted is None:
+                        self.feed(StoredObjectLost(object_id, self.now()))
+                    else:
+                        self.memory[object_id] = promoted
                 case ProbeParent(parent):
                     self._spawn(self._probe(parent))
         self._arm_timer()
 
+    def _stored_body(self, object_id: str) -> bytes | None:
+        """A stored object's body from memory, a pending disk write, or the disk tier."""
+        body = self.memory.get(object_id) or self._demoting.get(object_id)
+        if body is not None:
+            return body
+        if self._last_disk_read is not None and self._last_disk_read[0] == object_id:
+            return self._last_disk_read[1]  # the read of the hit that now promotes it
+        if self._disk is None:
+            return None
+        try:
+            record = self._disk.open(object_id)
+        except CorruptRecord as exc:
+            log.warning(
+                "%s: disk record of %r dropped: %s", self.node.settings.name, object_id, exc
+            )
+            return None
+        if record is None:
+            return None
+        try:
+            body = record.read_body()
+        finally:
+            record.close()
+        self._last_disk_read = (object_id, body)
+        return body
+
+    def _lost(self, object_id: str, request_id: int) -> None:
+        """A stored body could not be read: the node forgets it and decides the request again."""
+        self.feed(StoredObjectLost(object_id, self.now()))
+        original = self._requests.get(request_id)
+        if original is not None:
+            self.feed(
+                RequestReceived(
+                    request_id, original.method, original.target, original.headers, self.now()
+                )
+            )
+
+    def _demote(self, object_id: str, record: Mapping[str, object]) -> None:
+        body = self.memory.pop(object_id, None)
+        if body is None or self._disk is None:
+            return
+        self._demoting[object_id] = body
+        disk = self._disk
+
+        async def write() -> None:
+            try:
+                await asyncio.to_thread(disk.write, object_id, dict(record), body)
+            except OSError as exc:
+                log.warning(
+                    "%s: disk write of %r failed: %r", self.node.settings.name, object_id, exc
+                )
+                if self._demoting.pop(object_id, None) is not None:
+                    self.feed(StoredObjectLost(object_id, self.now()))
+                return
+            finally:
+                self._disk_writes.pop(object_id, None)
+            if self._demoting.pop(object_id, None) is None:
+                # Dropped while it was being written: the record must not outlive the drop.
+                self._delete_record(object_id)
+
+        self._disk_writes[object_id] = self._spawn(write())
+
+    def _delete_record(self, object_id: str) -> None:
+        if self._disk is None or object_id in self._disk_writes:
+            return  # a write in progress deletes its own record when it finds it dropped
+        disk = self._disk
+
+        async def delete() -> None:
+            await asyncio.to_thread(disk.delete, object_id)
+
+        self._spawn(delete())
+
     def _answer(self, answer: Answer) -> None:
+        self._requests.pop(answer.delivery.request_id, None)
         self.request_bodies.pop(answer.delivery.request_id, None)
         future = self._waiting.pop(answer.delivery.request_id, None)
         if future is not None and not future.done():
@@ -313,6 +426,8 @@ class CommandRunner:
     async def close(self) -> None:
         if self._timer is not None:
             self._timer.cancel()
+        # Records being written finish: a demoted object must not be lost to a restart.
+        await asyncio.gather(*self._disk_writes.values(), return_exceptions=True)
         for task in list(self._tasks):
             task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)

@@ -4,6 +4,7 @@ The shell executes them in order and reports back with events. It owns the bytes
 tier, the body buffers of fetches in flight); the node owns every decision about them.
 """
 
+from collections.abc import Mapping
 from dataclasses import dataclass
 
 from core.cache.events import Fields
@@ -101,9 +102,25 @@ class ReleaseFetch:
 
 @dataclass(frozen=True, slots=True)
 class DropStored:
-    """Delete these stored objects (evicted, purged or replaced)."""
+    """Delete these stored objects (evicted, purged or replaced) from memory and disk."""
 
     object_ids: tuple[str, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class Demote:
+    """Move stored object `object_id` from memory to the disk tier, persisting `record` beside
+    its body (what a restarted node needs to know it again: `StoredObjectFound`)."""
+
+    object_id: str
+    record: Mapping[str, object]
+
+
+@dataclass(frozen=True, slots=True)
+class Promote:
+    """Load stored object `object_id` from the disk tier into memory (it stays on disk)."""
+
+    object_id: str
 
 
 @dataclass(frozen=True, slots=True)
@@ -123,5 +140,7 @@ Command = (
     | StoreFetched
     | ReleaseFetch
     | DropStored
+    | Demote
+    | Promote
     | ProbeParent
 )

@@ -90,6 +90,25 @@ class ProbeCompleted:
     now: float
 
 
+@dataclass(frozen=True, slots=True)
+class StoredObjectFound:
+    """At start, the shell found object `object_id` in the disk tier (its `Demote` record)."""
+
+    object_id: str
+    record: Mapping[str, object]
+    """The metadata `Demote` asked to persist."""
+    now: float
+
+
+@dataclass(frozen=True, slots=True)
+class StoredObjectLost:
+    """The shell could not read stored object `object_id` (its disk record was damaged or
+    removed): forget it, so the next request fetches it again."""
+
+    object_id: str
+    now: float
+
+
 Event = (
     RequestReceived
     | UpstreamResponded
@@ -99,4 +118,6 @@ Event = (
     | PurgeRequested
     | TrendingHinted
     | ProbeCompleted
+    | StoredObjectFound
+    | StoredObjectLost
 )

@@ -19,7 +19,7 @@ response it can detect by its Content-Length).
 """
 
 import itertools
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from enum import Enum
 
@@ -29,9 +29,11 @@ from core.cache.commands import (
     AttachToFetch,
     Command,
     Delivery,
+    Demote,
     DropStored,
     FetchUpstream,
     ProbeParent,
+    Promote,
     ReleaseFetch,
     Respond,
     ServeStored,
@@ -46,6 +48,8 @@ from core.cache.events import (
     ProbeCompleted,
     PurgeRequested,
     RequestReceived,
+    StoredObjectFound,
+    StoredObjectLost,
     TrendingHinted,
     UpstreamFailed,
     UpstreamResponded,
@@ -129,6 +133,8 @@ class NodeSettings:
     carry a token of the node's own (see `CacheNode._upstream_target`)."""
     require_signed: bool = False
     """Refuse (403) media requests (under `/v/`) without a valid signed URL; needs keys."""
+    object_id_prefix: str = ""
+    """Makes object ids unique across restarts of a node whose disk tier outlives it."""
 
     def __post_init__(self) -> None:
         if self.require_signed and not self.signing_keys:
@@ -182,6 +188,8 @@ class _Stored:
     vary: tuple[str, ...]
     shared: _Shared | None = None
     """Derived from `meta` on the first hit; stale once `meta` is replaced."""
+    on_disk: bool = False
+    """In the disk tier only (not in memory)."""
 
     def shared_facts(self) -> _Shared:
         shared = self.shared
@@ -257,10 +265,14 @@ class CacheNode:
         index: CacheIndex,
         admission: AdmissionPolicy,
         router: ParentRouter,
+        disk_index: CacheIndex | None = None,
     ) -> None:
+        """`index` is the memory tier; `disk_index`, when given, the warm tier below it:
+        objects evicted from memory are demoted there, and a disk hit promotes them back."""
         self.settings = settings
         self.stats = NodeStats()
         self._index = index
+        self._disk_index = disk_index
         self._admission = admission
         self._router = router
         self._variants: dict[str, list[_Stored]] = {}
@@ -291,6 +303,11 @@ class CacheNode:
                 return list(self._purge(event))
             case TrendingHinted():
                 return list(self._trending(event))
+            case StoredObjectFound():
+                return list(self._restore(event))
+            case StoredObjectLost():
+                self._forget_object(event.object_id)
+                return []
             case ProbeCompleted():
                 if event.healthy:
                     self._router.report_success(event.parent, event.now)
@@ -354,11 +371,11 @@ class CacheNode:
         if stored is not None:
             verdict = caching.evaluate_stored(waiter.headers, stored.meta, now)
             if verdict.state is caching.FreshnessState.FRESH:
-                yield self._serve_hit(stored, waiter, now, CacheStatus.hit(self.settings.name))
+                yield from self._hit(stored, waiter, now, CacheStatus.hit(self.settings.name))
                 return
             if verdict.state is caching.FreshnessState.STALE_WHILE_REVALIDATE:
                 self.stats.stale_served += 1
-                yield self._serve_hit(stored, waiter, now, CacheStatus.hit(self.settings.name))
+                yield from self._hit(stored, waiter, now, CacheStatus.hit(self.settings.name))
                 if key not in self._fetch_for_key:
                     yield from self._start_fetch(key, ref, _Mode.REVALIDATE, [], now, stored)
                 return
@@ -577,7 +594,7 @@ class CacheNode:
                 self._remember_pass_only(fetch.key, event.now)
             self._release_key(fetch)
         elif not fetch.purged and self._admits(fetch, event):
-            fetch.store_as = f"{next(self._object_ids)}:{fetch.key}"
+            fetch.store_as = f"{self.settings.object_id_prefix}{next(self._object_ids)}:{fetch.key}"
         status = CacheStatus.forward(
             self.settings.name,
             fetch.forward_reason if fetch.stale is None else "stale",
@@ -663,7 +680,7 @@ class CacheNode:
         status = CacheStatus.forward(self.settings.name, "stale", 304)
         for position, waiter in enumerate(fetch.waiters):
             shown = status if position == 0 else status.collapsed()
-            yield self._serve_hit(stored, waiter, event.now, shown)
+            yield from self._hit(stored, waiter, event.now, shown)
 
     def _refetch_in_full(self, fetch: _Fetch, now: float) -> Iterator[Command]:
         stale = fetch.stale
@@ -719,7 +736,7 @@ class CacheNode:
         status = CacheStatus.forward(self.settings.name, "stale", None).detail("stale-if-error")
         for waiter in fetch.waiters:
             self.stats.stale_served += 1
-            yield self._serve_hit(stored, waiter, now, status)
+            yield from self._hit(stored, waiter, now, status)
 
     def _fetch_completed(self, event: FetchCompleted) -> Iterator[Command]:
         fetch = self._fetches.get(event.fetch_id)
@@ -751,16 +768,68 @@ class CacheNode:
         for object_id in replaced:
             self._forget_object(object_id)
         evicted = self._index.insert(fetch.store_as, charge, now)
-        for object_id in evicted:
-            self._forget_object(object_id, evicted=True)
         stored = _Stored(
             fetch.store_as, fetch.key, fetch.ref, fetch.meta, size, _vary_names(fetch.meta)
         )
         self._variants.setdefault(fetch.key, []).append(stored)
         self._by_object[stored.object_id] = stored
         yield StoreFetched(fetch.fetch_id, stored.object_id)
-        if replaced or evicted:
-            yield DropStored(tuple(replaced + evicted))
+        if replaced:
+            yield DropStored(tuple(replaced))
+        yield from self._demote(evicted, now)
+
+    def _demote(self, evicted_from_memory: list[str], now: float) -> Iterator[Command]:
+        """Memory evictions go down to the disk tier when there is one, else away."""
+        dropped: list[str] = []
+        for object_id in evicted_from_memory:
+            stored = self._by_object.get(object_id)
+            if stored is None:
+                continue
+            charge = _charge(stored.size, stored.meta)
+            if self._disk_index is None or charge > self._disk_index.capacity_bytes:
+                self._forget_object(object_id, evicted=True)
+                dropped.append(object_id)
+                continue
+            stored.on_disk = True
+            yield Demote(object_id, _record(stored))
+            for victim in self._disk_index.insert(object_id, charge, now):
+                self._forget_object(victim, evicted=True)
+                dropped.append(victim)
+        if dropped:
+            yield DropStored(tuple(dropped))
+
+    def _promote(self, stored: _Stored, now: float) -> Iterator[Command]:
+        """A disk hit: the object is warm again, so it goes back to memory."""
+        assert self._disk_index is not None
+        charge = _charge(stored.size, stored.meta)
+        if charge > self._index.capacity_bytes:
+            self._disk_index.lookup(stored.object_id, now)
+            return
+        self._disk_index.remove(stored.object_id)
+        stored.on_disk = False
+        evicted = self._index.insert(stored.object_id, charge, now)
+        yield Promote(stored.object_id)
+        yield from self._demote(evicted, now)
+
+    def _restore(self, event: StoredObjectFound) -> Iterator[Command]:
+        """A record found in the disk tier at start becomes a stored object again."""
+        try:
+            stored = _stored_from_record(event.object_id, event.record)
+        except (KeyError, TypeError, ValueError):
+            yield DropStored((event.object_id,))
+            return
+        charge = _charge(stored.size, stored.meta)
+        if self._disk_index is None or charge > self._disk_index.capacity_bytes:
+            yield DropStored((event.object_id,))
+            return
+        stored.on_disk = True
+        self._variants.setdefault(stored.key, []).append(stored)
+        self._by_object[stored.object_id] = stored
+        victims = self._disk_index.insert(stored.object_id, charge, event.now)
+        for victim in victims:
+            self._forget_object(victim, evicted=True)
+        if victims:
+            yield DropStored(tuple(victims))
 
     def _remember_pass_only(self, key: str, now: float) -> None:
         """Hit-for-pass for `key`, in a table that never outgrows `MAX_PASS_ONLY_KEYS`."""
@@ -784,10 +853,19 @@ class CacheNode:
 
     # ---- deliver ----------------------------------------------------------------------------
 
+    def _hit(
+        self, stored: _Stored, waiter: _Waiter, now: float, status: CacheStatus
+    ) -> Iterator[Command]:
+        on_disk = stored.on_disk
+        yield self._serve_hit(stored, waiter, now, status)
+        if on_disk:
+            yield from self._promote(stored, now)
+
     def _serve_hit(
         self, stored: _Stored, waiter: _Waiter, now: float, status: CacheStatus
     ) -> ServeStored:
-        self._index.lookup(stored.object_id, now)
+        if not stored.on_disk:
+            self._index.lookup(stored.object_id, now)
         NodeStats.bump(self.stats.hits, stored.ref.kind)
         shared = stored.shared_facts()
         # current_age (RFC 9111 section 4.2.3): the initial age plus the resident time.
@@ -938,6 +1016,8 @@ class CacheNode:
             return
         if evicted:
             self.stats.evictions += 1
+        elif stored.on_disk and self._disk_index is not None:
+            self._disk_index.remove(object_id)
         else:
             self._index.remove(object_id)
         variants = self._variants.get(stored.key, [])
@@ -980,6 +1060,40 @@ class CacheNode:
                 targets.insert(0, f"{base}/{playlist.init.uri}")
         for target in targets:
             yield from self._prewarm(target, now)
+
+
+def _record(stored: _Stored) -> dict[str, object]:
+    """What the disk tier keeps beside an object's body to know it again after a restart."""
+    meta = stored.meta
+    return {
+        "key": stored.key,
+        "size": stored.size,
+        "status": meta.status,
+        "headers": dict(meta.headers),
+        "request_time": meta.request_time,
+        "response_time": meta.response_time,
+        "secondary_key": list(meta.secondary_key),
+        "lifetime_floor": meta.lifetime_floor,
+    }
+
+
+def _stored_from_record(object_id: str, record: Mapping[str, object]) -> _Stored:
+    """The inverse of `_record`; KeyError, TypeError or ValueError for a record that is not."""
+    key, headers = record["key"], record["headers"]
+    secondary, floor = record["secondary_key"], record["lifetime_floor"]
+    if not isinstance(key, str) or not isinstance(headers, dict) or not isinstance(secondary, list):
+        raise TypeError("malformed disk record")
+    check_raw_path(key.split("?", 1)[0])
+    meta = caching.StoredResponseMeta(
+        status=int(str(record["status"])),
+        headers={str(name): str(value) for name, value in headers.items()},
+        request_time=float(str(record["request_time"])),
+        response_time=float(str(record["response_time"])),
+        secondary_key=tuple(None if v is None else str(v) for v in secondary),
+        lifetime_floor=None if floor is None else float(str(floor)),
+    )
+    ref = classify(key.split("?", 1)[0])
+    return _Stored(object_id, key, ref, meta, int(str(record["size"])), _vary_names(meta))
 
 
 def _charge(size: int, meta: caching.StoredResponseMeta) -> int:

@@ -44,11 +44,19 @@ ORIGIN = "http://o"
 
 
 def make_node(
-    capacity: int = 10_000, admission: str = "always", origin: str | None = ORIGIN
+    capacity: int = 10_000,
+    admission: str = "always",
+    origin: str | None = ORIGIN,
+    disk_capacity: int = 0,
 ) -> CacheNode:
     return CacheNode(
         NodeSettings(name="edge-t", tier="edge", parents=PARENTS, origin=origin),
         index=CacheIndex(capacity, create_eviction_policy("lru", capacity_bytes=capacity)),
+        disk_index=CacheIndex(
+            disk_capacity, create_eviction_policy("lru", capacity_bytes=disk_capacity)
+        )
+        if disk_capacity
+        else None,
         admission=create_admission_policy(admission, AdmissionSettings()),
         router=ParentRouter(PARENTS, origin),
     )
@@ -339,18 +347,22 @@ _FILL = [("request", KEYS[0], "GET"), ("respond", 0, 200), ("complete", 0, None)
 
 
 @settings(max_examples=400, deadline=None)
-@example(steps=[*_FILL, ("purge", KEYS[0], None), ("request", KEYS[0], "GET")], sizes=[9] * 4)
-@example(steps=[*_FILL, ("wait", 30, None), ("request", KEYS[0], "GET")], sizes=[9] * 4)
+@example(
+    steps=[*_FILL, ("purge", KEYS[0], None), ("request", KEYS[0], "GET")], sizes=[9] * 4, disk=0
+)
+@example(steps=[*_FILL, ("wait", 30, None), ("request", KEYS[0], "GET")], sizes=[9] * 4, disk=0)
 @given(
-    steps=st.lists(_step, max_size=80), sizes=st.lists(st.integers(1, 4000), min_size=4, max_size=4)
+    steps=st.lists(_step, max_size=80),
+    sizes=st.lists(st.integers(1, 4000), min_size=4, max_size=4),
+    disk=st.sampled_from([0, 9000]),
 )
 def test_invariants_hold_under_any_interleaving(
-    steps: list[tuple[str, object, object]], sizes: list[int]
+    steps: list[tuple[str, object, object]], sizes: list[int], disk: int
 ) -> None:
     """Stored bytes within capacity; every request answered exactly once; nothing purged served
-    again; nothing served staler than its max-age allows."""
+    again; nothing served staler than its max-age allows. With or without a disk tier."""
     capacity = 6000
-    node = make_node(capacity=capacity)
+    node = make_node(capacity=capacity, disk_capacity=disk)
     now = T0
     size_of = dict(zip(KEYS, sizes, strict=True))
     open_requests: set[int] = set()
