@@ -36,6 +36,7 @@ from core.cache.events import (
     FetchCompleted,
     ProbeCompleted,
     RequestReceived,
+    ShuttingDown,
     StoredObjectFound,
     StoredObjectLost,
     UpstreamFailed,
@@ -426,7 +427,9 @@ class CommandRunner:
     async def close(self) -> None:
         if self._timer is not None:
             self._timer.cancel()
-        # Records being written finish: a demoted object must not be lost to a restart.
+        # What memory holds goes to the disk tier, and records being written finish: a restart
+        # finds the warm cache again.
+        self.feed(ShuttingDown(self.now()))
         await asyncio.gather(*self._disk_writes.values(), return_exceptions=True)
         for task in list(self._tasks):
             task.cancel()

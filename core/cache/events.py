@@ -109,6 +109,13 @@ class StoredObjectLost:
     now: float
 
 
+@dataclass(frozen=True, slots=True)
+class ShuttingDown:
+    """The node is stopping gracefully: keep what memory holds, where a restart can find it."""
+
+    now: float
+
+
 Event = (
     RequestReceived
     | UpstreamResponded
@@ -120,4 +127,5 @@ Event = (
     | ProbeCompleted
     | StoredObjectFound
     | StoredObjectLost
+    | ShuttingDown
 )

@@ -48,6 +48,7 @@ from core.cache.events import (
     ProbeCompleted,
     PurgeRequested,
     RequestReceived,
+    ShuttingDown,
     StoredObjectFound,
     StoredObjectLost,
     TrendingHinted,
@@ -308,6 +309,8 @@ class CacheNode:
             case StoredObjectLost():
                 self._forget_object(event.object_id)
                 return []
+            case ShuttingDown():
+                return list(self._shut_down(event.now))
             case ProbeCompleted():
                 if event.healthy:
                     self._router.report_success(event.parent, event.now)
@@ -797,6 +800,15 @@ class CacheNode:
                 dropped.append(victim)
         if dropped:
             yield DropStored(tuple(dropped))
+
+    def _shut_down(self, now: float) -> Iterator[Command]:
+        """Demote everything memory holds, so a restart finds it in the disk tier."""
+        if self._disk_index is None:
+            return
+        in_memory = [s.object_id for s in self._by_object.values() if not s.on_disk]
+        for object_id in in_memory:
+            self._index.remove(object_id)
+        yield from self._demote(in_memory, now)
 
     def _promote(self, stored: _Stored, now: float) -> Iterator[Command]:
         """A disk hit: the object is warm again, so it goes back to memory."""

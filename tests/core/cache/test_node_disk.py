@@ -15,6 +15,7 @@ from core.cache.events import (
     FetchCompleted,
     PurgeRequested,
     RequestReceived,
+    ShuttingDown,
     StoredObjectFound,
     StoredObjectLost,
     UpstreamResponded,
@@ -138,3 +139,16 @@ def test_purge_reaches_the_disk_tier() -> None:
     playbook << Expect(DropStored, object_ids=(first,))
     playbook >> RequestReceived(3, "GET", path(1), {}, T0)
     playbook.take(FetchUpstream)
+
+
+def test_shutting_down_demotes_what_memory_holds() -> None:
+    playbook = Playbook(make_node(memory_objects=2, disk_objects=4))
+    first, second = fill(playbook, 1, 1), fill(playbook, 2, 2)
+    playbook >> ShuttingDown(T0)
+    demoted = {playbook.take(Demote).object_id, playbook.take(Demote).object_id}
+    assert demoted == {first, second}
+    playbook.done()
+    without_disk = Playbook(make_node(memory_objects=2, disk_objects=0))
+    fill(without_disk, 1, 1)
+    without_disk >> ShuttingDown(T0)
+    without_disk.done()
