@@ -416,8 +416,20 @@ class _NodeCollector(Collector):
             ("shoal_stale_served", "Stale responses served", stats.stale_served),
             ("shoal_upstream_failures", "Upstream fetches that failed", stats.upstream_failures),
             ("shoal_purged_keys", "Keys purged", stats.purged),
+            ("shoal_disk_demotions", "Objects moved from memory to disk", stats.demotions),
+            ("shoal_disk_promotions", "Objects moved from disk to memory", stats.promotions),
             ("shoal_bytes_served", "Body bytes sent to clients", self._runner.bytes_served),
         ):  # fmt: skip
             yield CounterMetricFamily(name, help_text, value=value)
-        yield GaugeMetricFamily("shoal_cache_objects", "Objects stored", value=node.stored_objects)
-        yield GaugeMetricFamily("shoal_cache_bytes", "Bytes stored", value=node.stored_bytes)
+        yield GaugeMetricFamily(
+            "shoal_cache_objects", "Objects stored (memory and disk)", value=node.stored_objects
+        )
+        yield GaugeMetricFamily(
+            "shoal_cache_bytes", "Bytes charged to the memory tier", value=node.stored_bytes
+        )
+        yield GaugeMetricFamily(
+            "shoal_disk_objects", "Objects in the disk tier", value=node.disk_objects
+        )
+        yield GaugeMetricFamily(
+            "shoal_disk_bytes", "Bytes charged to the disk tier", value=node.disk_bytes
+        )

@@ -250,6 +250,8 @@ class NodeStats:
     stale_served: int = 0
     upstream_failures: int = 0
     purged: int = 0
+    demotions: int = 0
+    promotions: int = 0
 
     @staticmethod
     def bump(counter: dict[str, int], kind: ObjectKind) -> None:
@@ -331,11 +333,22 @@ class CacheNode:
 
     @property
     def stored_objects(self) -> int:
+        """Objects stored, in memory and on disk."""
         return len(self._by_object)
 
     @property
     def stored_bytes(self) -> int:
+        """Bytes charged to the memory tier."""
         return self._index.used_bytes
+
+    @property
+    def disk_objects(self) -> int:
+        return 0 if self._disk_index is None else len(self._disk_index)
+
+    @property
+    def disk_bytes(self) -> int:
+        """Bytes charged to the disk tier."""
+        return 0 if self._disk_index is None else self._disk_index.used_bytes
 
     # ---- recv, hash, lookup -----------------------------------------------------------------
 
@@ -794,6 +807,7 @@ class CacheNode:
                 dropped.append(object_id)
                 continue
             stored.on_disk = True
+            self.stats.demotions += 1
             yield Demote(object_id, _record(stored))
             for victim in self._disk_index.insert(object_id, charge, now):
                 self._forget_object(victim, evicted=True)
@@ -820,6 +834,7 @@ class CacheNode:
         self._disk_index.remove(stored.object_id)
         stored.on_disk = False
         evicted = self._index.insert(stored.object_id, charge, now)
+        self.stats.promotions += 1
         yield Promote(stored.object_id)
         yield from self._demote(evicted, now)
 

@@ -70,6 +70,15 @@ async def test_demoted_objects_survive_a_restart(
             assert body == expected(path)
         body, status = await get(first, PATHS[0])  # from disk, promoted back to memory
         assert body == expected(PATHS[0]) and "edge-d; hit" in status
+        async with (
+            aiohttp.ClientSession() as session,
+            session.get(first.make_url("/metrics")) as response,
+        ):
+            metrics = await response.text()
+        # Three objects, one in memory: 2 demotions to fit 3 in, then 1 more for the promotion.
+        assert "shoal_disk_demotions_total 3.0" in metrics
+        assert "shoal_disk_promotions_total 1.0" in metrics
+        assert "shoal_disk_objects 2.0" in metrics and "shoal_cache_objects 3.0" in metrics
     assert len(list(DiskTier(tmp_path / "disk").scan())) == len(PATHS)
     async with TestServer(make_cache_app(config, tier="edge", name="edge-d")) as second:
         # Also the object that was in memory at shutdown: stopping demoted it.
