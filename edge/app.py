@@ -433,3 +433,7 @@ class _NodeCollector(Collector):
         yield GaugeMetricFamily(
             "shoal_disk_bytes", "Bytes charged to the disk tier", value=node.disk_bytes
         )
+        for figure, amount in node.admission_gauges(self._runner.now()).items():
+            yield GaugeMetricFamily(
+                f"shoal_admission_{figure}", f"Admission policy state: {figure}", value=amount
+            )

@@ -232,7 +232,6 @@ class _Fetch:
     """An unsafe request: a non-error response invalidates its target (RFC 9111 4.4)."""
     purged: bool = False
     """Its key was purged while it was in flight: it stores nothing, whenever it responds."""
-    delivered: int = 0
 
 
 @dataclass
@@ -340,6 +339,10 @@ class CacheNode:
     def stored_bytes(self) -> int:
         """Bytes charged to the memory tier."""
         return self._index.used_bytes
+
+    def admission_gauges(self, now: float) -> Mapping[str, float]:
+        """The admission policy's own state for metrics (e.g. the viral hot threshold)."""
+        return self._admission.gauges(now)
 
     @property
     def disk_objects(self) -> int:
@@ -632,7 +635,6 @@ class CacheNode:
             w for w in fetch.waiters if w.request_id not in {d.request_id for d in deliveries}
         ]
         fetch.waiters = []
-        fetch.delivered = len(deliveries)
         yield StreamFetch(fetch.fetch_id, tuple(deliveries))
         for waiter in released:
             self.stats.passes += 1

@@ -59,3 +59,33 @@ async def test_a_hit_sends_the_stored_object_with_the_nodes_fields() -> None:
     finally:
         await node.stop()
         await origin.stop()
+
+
+async def test_the_viral_policy_state_is_exported() -> None:
+    origin = await Upstream().start()
+    origin.static(SEGMENT, BODY, headers={"Cache-Control": "max-age=600"})
+    node = await Node(node_config([origin.url], admission="viral", hot_rate=0.02)).start()
+    try:
+        async with client_session() as session:
+            for _ in range(3):
+                async with session.get(node.url + SEGMENT) as response:
+                    await response.read()
+            async with session.get(node.url + "/metrics") as metrics:
+                samples = parse_metrics(await metrics.text())
+        assert samples["shoal_admission_hot_threshold"] == 0.02
+        assert samples["shoal_admission_tracked_videos"] == 1
+        # 3 requests with a 60 s half-life: 3 * ln 2 / 60 = 0.035 req/s, above 0.02.
+        assert samples["shoal_admission_hot_videos"] == 1
+        assert samples["shoal_admission_trending_videos"] == 0
+    finally:
+        await node.stop()
+
+
+async def test_policies_without_state_export_no_admission_gauges() -> None:
+    origin = await Upstream().start()
+    node = await Node(node_config([origin.url], admission="always")).start()
+    try:
+        async with client_session() as session, session.get(node.url + "/metrics") as metrics:
+            assert "shoal_admission_hot_threshold" not in await metrics.text()
+    finally:
+        await node.stop()

@@ -6,7 +6,7 @@ object stream through to the client uncached.
 """
 
 from abc import ABC, abstractmethod
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 
 from core.cache.objects import ObjectRef
@@ -45,6 +45,10 @@ class AdmissionPolicy(ABC):
 
     def hint_trending(self, video_ids: Iterable[str], now: float) -> None:  # noqa: B027
         """The origin says these videos are trending; policies that track popularity use it."""
+
+    def gauges(self, now: float) -> Mapping[str, float]:
+        """Named figures about the policy's state, exported as metrics; none by default."""
+        return {}
 
 
 AdmissionFactory = Callable[[AdmissionSettings], AdmissionPolicy]

@@ -164,6 +164,15 @@ class ViralAdmission(AdmissionPolicy):
             or self._videos.rate(video_id, now) >= self.hot_threshold
         )
 
+    def gauges(self, now: float) -> Mapping[str, float]:
+        stats = self.stats(now)
+        return {
+            "hot_threshold": stats.hot_threshold,
+            "tracked_videos": stats.tracked_videos,
+            "hot_videos": stats.hot_videos,
+            "trending_videos": stats.trending_videos,
+        }
+
     def stats(self, now: float) -> ViralStats:
         """Threshold and counts at `now`. O(n) in the tracked videos: for metrics scrapes."""
         threshold = self.hot_threshold
