@@ -95,6 +95,11 @@ _PRECONDITION_FIELDS = (
     "if-unmodified-since",
     "if-range",
 )
+# Request fields that can change how a stored response answers a GET or HEAD (request cache
+# directives, Range, preconditions). A request with none of them is "plain": every plain request
+# for a target gets the same kind of answer while the stored object stays fresh.
+_NOT_PLAIN_FIELDS = frozenset({"cache-control", "range", *_PRECONDITION_FIELDS})
+_PLAIN_METHODS = frozenset({"GET", "HEAD"})
 # What `evaluate_preconditions` says of a request with none of them, by whether it is a GET (a
 # GET's Range is honoured, any other method's ignored).
 _UNCONDITIONAL = {
@@ -177,6 +182,11 @@ class _Shared:
     second of residence (RFC 9111 section 4.2.3)."""
     headers: dict[str, str]
     """The end-to-end fields a delivery starts from (never handed out: deliveries copy it)."""
+    plain_fields: dict[str, str] | None
+    """For a 200 response: the fields of every plain hit on it but Age and Cache-Status (the
+    delivered fields with this node's Via and the Content-Length); never handed out."""
+    plain_status: str
+    """A plain hit's Cache-Status value up to its ttl: upstream members, then this node's."""
 
 
 @dataclass(slots=True)
@@ -192,15 +202,25 @@ class _Stored:
     on_disk: bool = False
     """In the disk tier only (not in memory)."""
 
-    def shared_facts(self) -> _Shared:
+    def shared_facts(self, node: str) -> _Shared:
+        """The facts of `meta` every hit on this object served by `node` shares."""
         shared = self.shared
         if shared is None or shared.meta is not self.meta:
             meta = self.meta
+            headers = _delivered_fields(meta)
+            plain_fields = None
+            if meta.status == 200:
+                plain_fields = headers.copy()
+                plain_fields["via"] = _append_via(meta.headers.get("via"), node)
+                plain_fields["content-length"] = str(self.size)
+            hit_status = str(CacheStatus.hit(node).with_ttl(0)).removesuffix("0")
             shared = self.shared = _Shared(
                 meta,
                 caching.freshness_lifetime_of(meta),
                 caching.current_age_of(meta, meta.response_time),
-                _delivered_fields(meta),
+                headers,
+                plain_fields,
+                _append_status(meta.headers, hit_status),
             )
         return shared
 
@@ -278,6 +298,11 @@ class CacheNode:
         self._admission = admission
         self._router = router
         self._variants: dict[str, list[_Stored]] = {}
+        self._plain_hits: dict[str, _Stored] = {}
+        """Target -> the fresh, unvaried, in-memory object a plain request for it was last
+        answered from: the next plain request skips straight to the hit (`_plain_hit`)."""
+        self._hit_status = CacheStatus.hit(settings.name)
+        """Every hit's Cache-Status member but its ttl."""
         self._by_object: dict[str, _Stored] = {}
         self._fetches: dict[int, _Fetch] = {}
         self._fetch_for_key: dict[str, int] = {}
@@ -291,7 +316,8 @@ class CacheNode:
         """Process one event; return the commands to execute, in order."""
         match event:
             case RequestReceived():
-                return list(self._recv(event))
+                served = self._plain_hit(event)
+                return [served] if served is not None else list(self._recv(event))
             case UpstreamResponded():
                 return list(self._backend_response(event))
             case UpstreamFailed():
@@ -384,13 +410,66 @@ class CacheNode:
         self._admission.observe(ref, event.now)
         yield from self._lookup(key, ref, waiter, event.now)
 
+    def _plain_hit(self, event: RequestReceived) -> ServeStored | None:
+        """The answer `_recv` would give a plain request for a target whose last plain request
+        was a fresh hit, when it still is one; None when the general path must decide.
+
+        What that earlier hit established is not derived again: the target's path is safe, it
+        is its own cache key (no signed-URL token to strip), and it has a single variant, so
+        no Vary selection. What may have changed since is checked: the object is still the
+        key's only one, still in memory, still fresh, and the key not turned pass-only.
+        """
+        stored = self._plain_hits.get(event.target)
+        if (
+            stored is None
+            or event.method not in _PLAIN_METHODS
+            or not _NOT_PLAIN_FIELDS.isdisjoint(event.headers)
+        ):
+            return None
+        now = event.now
+        shared = stored.shared
+        variants = self._variants.get(stored.key)
+        if (
+            stored.on_disk
+            or variants is None
+            or len(variants) != 1
+            or variants[0] is not stored
+            or shared is None
+            or shared.meta is not stored.meta
+            or shared.plain_fields is None
+        ):
+            del self._plain_hits[event.target]
+            return None
+        age = shared.initial_age + max(0.0, now - stored.meta.response_time)
+        ttl = shared.lifetime - age
+        if ttl <= 0 or self._pass_until.get(stored.key, 0.0) > now:
+            return None
+        # The bookkeeping of `_recv`, `_lookup` and `_serve_hit`, in that order.
+        kind = stored.ref.kind.value
+        counts = self.stats.requests
+        counts[kind] = counts.get(kind, 0) + 1
+        self._admission.observe(stored.ref, now)
+        self._index.lookup(stored.object_id, now)
+        counts = self.stats.hits
+        counts[kind] = counts.get(kind, 0) + 1
+        # `_delivery` of a plain request: no preconditions or range to evaluate.
+        headers = shared.plain_fields.copy()
+        headers["age"] = caching.age_header_value(age)
+        headers["cache-status"] = f"{shared.plain_status}{int(ttl // 1)}"
+        return ServeStored(
+            stored.object_id,
+            Delivery(event.request_id, 200, headers, with_body=event.method == "GET"),
+        )
+
     def _lookup(self, key: str, ref: ObjectRef, waiter: _Waiter, now: float) -> Iterator[Command]:
         request_cc = caching.parse_cache_control(waiter.headers.get("cache-control"))
         stored = self._select_variant(key, waiter.headers)
         if stored is not None:
             verdict = caching.evaluate_stored(waiter.headers, stored.meta, now)
             if verdict.state is caching.FreshnessState.FRESH:
-                yield from self._hit(stored, waiter, now, CacheStatus.hit(self.settings.name))
+                if self._plain_path_applies(key, stored, waiter):
+                    self._plain_hits[key] = stored
+                yield from self._hit(stored, waiter, now, self._hit_status)
                 return
             if verdict.state is caching.FreshnessState.STALE_WHILE_REVALIDATE:
                 self.stats.stale_served += 1
@@ -412,6 +491,20 @@ class CacheNode:
         yield from self._start_fetch(key, ref, mode, [waiter], now, stored)
         if stored is None and key in self._variants:
             self._fetches[self._fetch_for_key[key]].forward_reason = "vary-miss"
+
+    def _plain_path_applies(self, key: str, stored: _Stored, waiter: _Waiter) -> bool:
+        """Whether later plain requests for `key` may take `_plain_hit` to `stored`."""
+        return (
+            waiter.method in _PLAIN_METHODS
+            and stored.meta.status == 200
+            and _NOT_PLAIN_FIELDS.isdisjoint(waiter.headers)
+            and not stored.vary
+            and not stored.on_disk
+            and len(self._variants[key]) == 1
+            # A signed URL's target is not its key: such nodes verify every request in `_recv`.
+            and not self.settings.signing_keys
+            and not self.settings.require_signed
+        )
 
     def _cache_key(self, target: str) -> str:
         return strip_token(target) if self.settings.signing_keys else target
@@ -809,6 +902,8 @@ class CacheNode:
                 dropped.append(object_id)
                 continue
             stored.on_disk = True
+            if self._plain_hits.get(stored.key) is stored:
+                del self._plain_hits[stored.key]
             self.stats.demotions += 1
             yield Demote(object_id, _record(stored))
             for victim in self._disk_index.insert(object_id, charge, now):
@@ -896,7 +991,7 @@ class CacheNode:
         if not stored.on_disk:
             self._index.lookup(stored.object_id, now)
         NodeStats.bump(self.stats.hits, stored.ref.kind)
-        shared = stored.shared_facts()
+        shared = stored.shared_facts(self.settings.name)
         # current_age (RFC 9111 section 4.2.3): the initial age plus the resident time.
         age = shared.initial_age + max(0.0, now - stored.meta.response_time)
         ttl = shared.lifetime - age
@@ -1043,6 +1138,8 @@ class CacheNode:
         stored = self._by_object.pop(object_id, None)
         if stored is None:
             return
+        if self._plain_hits.get(stored.key) is stored:
+            del self._plain_hits[stored.key]
         if evicted:
             self.stats.evictions += 1
         elif stored.on_disk and self._disk_index is not None:
@@ -1150,7 +1247,7 @@ def _append_via(existing: str | None, name: str) -> str:
     return f"{existing}, {hop}" if existing else hop
 
 
-def _append_status(upstream: Fields, status: CacheStatus) -> str:
+def _append_status(upstream: Fields, status: CacheStatus | str) -> str:
     # RFC 9211 section 2: the list grows toward the client; upstream caches come first.
     previous = upstream.get("cache-status")
     return f"{previous}, {status}" if previous else str(status)

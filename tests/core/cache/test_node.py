@@ -370,7 +370,9 @@ def test_invariants_hold_under_any_interleaving(
     fetches: dict[int, tuple[FetchUpstream, str]] = {}  # id -> (command, phase)
     stored_at: dict[str, tuple[str, float]] = {}  # object id -> (key, time stored)
     streaming_key: dict[int, str] = {}
-    purged_at: dict[str, float] = {}
+    purged_in: dict[str, int] = {}  # key -> step of its last purge
+    stored_in: dict[str, int] = {}  # object id -> step it was stored in
+    step = 0
     next_request = 1
 
     def run(commands: list[Command]) -> None:
@@ -380,7 +382,9 @@ def test_invariants_hold_under_any_interleaving(
                     answer(rid)
                     if isinstance(command, ServeStored):
                         key, when = stored_at[command.object_id]
-                        assert purged_at.get(key, -1.0) < when, "served a purged object"
+                        # Steps, not times: a purge and a later fill may share a timestamp.
+                        purged = purged_in.get(key, -1)
+                        assert purged < stored_in[command.object_id], "served a purged object"
                         age = now - when
                         # max-age=20 with no stale extensions: a hit is fresh, or was just
                         # revalidated (a 304 re-stamps it, so `stored_at` is refreshed).
@@ -399,6 +403,7 @@ def test_invariants_hold_under_any_interleaving(
                     streaming_key[fid] = command.path
                 case StoreFetched(fetch_id=fid, object_id=oid):
                     stored_at[oid] = (streaming_key[fid], now)
+                    stored_in[oid] = step
                     fetches.pop(fid, None)
                 case ReleaseFetch(fetch_id=fid) | AbortFetch(fetch_id=fid):
                     fetches.pop(fid, None)
@@ -412,7 +417,7 @@ def test_invariants_hold_under_any_interleaving(
         answered.add(request_id)
         open_requests.discard(request_id)
 
-    for action, argument, extra in steps:
+    for step, (action, argument, extra) in enumerate(steps):
         if action == "request":
             open_requests.add(next_request)
             run(node.handle(RequestReceived(next_request, str(extra), str(argument), {}, now)))
@@ -425,7 +430,7 @@ def test_invariants_hold_under_any_interleaving(
                 answered.add(int(str(argument)))  # its client left: it must never be answered
                 run(node.handle(ClientGone(int(str(argument)), now)))
         elif action == "purge":
-            purged_at[str(argument)] = now
+            purged_in[str(argument)] = step
             run(node.handle(PurgeRequested(str(argument), False, now)))
         elif fetches:
             fid = sorted(fetches)[int(str(argument)) % len(fetches)]
