@@ -15,7 +15,7 @@ from pathlib import Path
 
 from aiohttp import web
 
-from edge.limits import listen, server_options
+from edge.limits import drain, listen, server_options
 
 log = logging.getLogger(__name__)
 
@@ -67,7 +67,8 @@ async def serve(
         if stop_beside is not None:
             stop_beside()
         if listener is not None:
-            listener.close()  # accept nothing more; the runner drains what is open
+            listener.close()  # accept nothing more; what is open finishes its responses
+        await drain(app, SHUTDOWN_GRACE_SECONDS)
         await runner.cleanup()
         if listener is not None:
             await listener.wait_closed()

@@ -12,7 +12,6 @@ Admin routes: `POST /_shoal/purge` and `POST /_shoal/trending` (bearer tokens), 
 
 import asyncio
 import hmac
-import itertools
 import json
 import logging
 import secrets
@@ -27,7 +26,7 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metri
 from prometheus_client.registry import Collector
 
 from core.cache.admission import AdmissionSettings, create_admission_policy
-from core.cache.events import PurgeRequested, RequestReceived, TrendingHinted
+from core.cache.events import PurgeRequested, TrendingHinted
 from core.cache.eviction import create_eviction_policy
 from core.cache.index import CacheIndex
 from core.cache.node import CacheNode, NodeSettings
@@ -38,7 +37,8 @@ from core.http.caching import combine_fields
 from core.http.paths import UnsafePath, check_raw_path
 from core.keys import InvalidKey, validate_key
 from edge.disk import DiskTier
-from edge.limits import install_limits
+from edge.http1 import EdgeListener, titled
+from edge.limits import LISTENER, install_limits
 from edge.runner import Answer, CommandRunner, FetchAborted, FetchBody
 
 log = logging.getLogger(__name__)
@@ -108,7 +108,7 @@ def make_cache_app(
     app[CONFIG] = config
     registry = CollectorRegistry()
     app[REGISTRY] = registry
-    install_limits(app, config, registry)
+    limits = install_limits(app, config, registry)
     app[LATENCY] = Histogram(
         "shoal_request_seconds",
         "Time to answer a client request (until the response is fully sent)",
@@ -117,6 +117,9 @@ def make_cache_app(
         buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5),
     )
     app[LATENCY_BY_KIND] = {}
+    # Content requests are read and answered by the lean HTTP/1.1 protocol (edge.http1); the
+    # routes below see admin requests and whatever that protocol hands to aiohttp.
+    app[LISTENER] = EdgeListener(limits, lambda: app[RUNNER], app[LATENCY])
 
     async def runner_context(app: web.Application) -> AsyncIterator[None]:
         connector = aiohttp.TCPConnector(limit=512, enable_cleanup_closed=True)
@@ -157,31 +160,21 @@ def make_cache_app(
     return app
 
 
-_request_ids = itertools.count(1)
-
-
 async def _serve(request: web.Request) -> web.StreamResponse:
     runner = request.app[RUNNER]
-    request_id = next(_request_ids)
     started = time.perf_counter()
     try:
+        body = None
         if request.method not in ("GET", "HEAD") and request.can_read_body:
-            runner.request_bodies[request_id] = await request.read()
-        answer_future = runner.expect_answer(request_id)
-        runner.feed(
-            RequestReceived(
-                request_id,
-                request.method,
-                request.raw_path,
-                combine_fields(request.headers.items()),
-                runner.now(),
-            )
+            body = await request.read()
+        request_id, asked = runner.ask(
+            request.method, request.raw_path, combine_fields(request.headers.items()), body
         )
-        if answer_future.done():
-            # Answered synchronously (a hit, a synthetic answer, a join to a stream): no wait.
-            answer: Answer | None = answer_future.result()
-        else:
-            answer = await _await_answer(request, runner, request_id, answer_future)
+        answer: Answer | None = (
+            asked
+            if isinstance(asked, Answer)
+            else await _await_answer(request, runner, request_id, asked)
+        )
         if answer is None:
             # Nobody reads this: aiohttp's attempt to send it fails quietly.
             return web.Response(status=499, reason="Client Closed Request")
@@ -226,7 +219,7 @@ async def _await_answer(
 async def _write(request: web.Request, answer: Answer) -> web.StreamResponse:
     runner = request.app[RUNNER]
     delivery = answer.delivery
-    headers = {_titled(name): value for name, value in delivery.headers.items()}
+    headers = {titled(name): value for name, value in delivery.headers.items()}
     body = answer.body
     if not isinstance(body, FetchBody):
         complete = web.Response(status=delivery.status, headers=headers)
@@ -255,21 +248,6 @@ async def _write(request: web.Request, answer: Answer) -> web.StreamResponse:
     except ConnectionError:
         pass  # the client left mid-stream; the fetch goes on for the others and the cache
     return response
-
-
-_TITLED: dict[str, str] = {}
-MAX_TITLED_NAMES = 1024
-"""Field names whose title case is remembered (names come from upstreams: keep it bounded)."""
-
-
-def _titled(name: str) -> str:
-    """`name.title()`, remembered: the same few names go out on every response."""
-    titled = _TITLED.get(name)
-    if titled is None:
-        titled = name.title()
-        if len(_TITLED) < MAX_TITLED_NAMES:
-            _TITLED[name] = titled
-    return titled
 
 
 # ---- admin routes -------------------------------------------------------------------------------

@@ -12,7 +12,6 @@ it. Without a configured certificate it makes a self-signed one at start (for de
 import asyncio
 import datetime
 import ipaddress
-import itertools
 import logging
 import tempfile
 from collections.abc import Awaitable, Callable
@@ -30,16 +29,16 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 
-from core.cache.events import RequestReceived
 from core.config import CacheNodeConfig
 from core.http.caching import combine_fields
 from edge.app import RUNNER
+from edge.http1 import EdgeListener
+from edge.limits import LISTENER
 from edge.runner import Answer, CommandRunner, FetchAborted, FetchBody
 
 log = logging.getLogger(__name__)
 
 # Request ids of HTTP/3 requests, disjoint from the TCP listener's (which count up from 1).
-_request_ids = itertools.count(1 << 62)
 MAX_REQUEST_HEADERS = 100
 
 
@@ -87,14 +86,13 @@ class H3RequestHandler(QuicConnectionProtocol):
             self._send(stream_id, 405 if target else 400, [], b"", end=True)
             return
         runner = self._runner
-        request_id = next(_request_ids)
-        answer_future = runner.expect_answer(request_id)
-        runner.feed(RequestReceived(request_id, method, target, fields, runner.now()))
-        try:
-            answer = await answer_future
-        except asyncio.CancelledError:
-            runner.client_gone(request_id)
-            raise
+        request_id, answer = runner.ask(method, target, fields)
+        if not isinstance(answer, Answer):
+            try:
+                answer = await answer
+            except asyncio.CancelledError:
+                runner.client_gone(request_id)
+                raise
         await self._write(stream_id, answer)
 
     async def _write(self, stream_id: int, answer: Answer) -> None:
@@ -210,6 +208,10 @@ async def start_h3(
     return server
 
 
+def _alt_svc(port: int) -> str:
+    return f'h3=":{port}"; ma=86400'
+
+
 def enable_http3(
     app: web.Application, config: CacheNodeConfig
 ) -> Callable[[str, int], Awaitable[Callable[[], None]]]:
@@ -219,7 +221,7 @@ def enable_http3(
 
     async def advertise(request: web.Request, response: web.StreamResponse) -> None:
         if bound:
-            response.headers["Alt-Svc"] = f'h3=":{bound[0]}"; ma=86400'
+            response.headers["Alt-Svc"] = _alt_svc(bound[0])
 
     app.on_response_prepare.append(advertise)
 
@@ -232,6 +234,9 @@ def enable_http3(
             private_key=Path(config.tls_private_key) if config.tls_private_key else None,
         )
         bound.append(port)
+        listener = app.get(LISTENER)
+        if isinstance(listener, EdgeListener):
+            listener.add_response_field("Alt-Svc", _alt_svc(port))
         return server.close
 
     return start

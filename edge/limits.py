@@ -35,14 +35,14 @@ aiohttp's request handler and put a guard in front of every connection.
   closes a connection idle for that long after a response (0: no keep-alive).
 """
 
+import abc
 import asyncio
 import math
 import time
 from collections.abc import Callable, Iterator
-from typing import Any, cast
+from typing import Any
 
 from aiohttp import web
-from aiohttp.web_protocol import RequestHandler
 from prometheus_client import CollectorRegistry
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
@@ -108,115 +108,61 @@ def server_options(app: web.Application) -> dict[str, Any]:
     }
 
 
+class LimitedConnection(asyncio.Protocol):
+    """The protocol of a connection under the limits: the middleware tells it when aiohttp has
+    read a complete request head (its `client_timeout` deadline ends) and when the handler is
+    done (the next bytes start the next head)."""
+
+    def head_received(self) -> None:
+        raise NotImplementedError
+
+    def request_done(self) -> None:
+        raise NotImplementedError
+
+
+class Listener(abc.ABC):
+    """How an application's connections are made and, at shutdown, drained (an app without
+    one is served by aiohttp's own protocol)."""
+
+    @abc.abstractmethod
+    def protocol_factory(self, server: web.Server) -> Callable[[], asyncio.BaseProtocol]:
+        """The factory of each accepted connection's protocol; `server` is aiohttp's."""
+
+    @abc.abstractmethod
+    async def drain(self, grace: float) -> None:
+        """Let the open connections finish their responses, closing them, for up to `grace`
+        seconds; then abort what is left."""
+
+
+LISTENER = web.AppKey("listener", Listener)
+
+
 async def listen(
     runner: web.AppRunner, host: str, port: int, *, backlog: int = LISTEN_BACKLOG
 ) -> asyncio.Server:
-    """Listen on `host`:`port` for the runner's (set up) server, every connection guarded by
-    the app's limits when it has some. Close the returned server before `runner.cleanup()`."""
+    """Listen on `host`:`port` for the runner's (set up) server, with the app's `Listener` when
+    it has one. Close the returned server, then `drain`, before `runner.cleanup()`."""
     server = runner.server
     if server is None:
         raise RuntimeError("set the runner up before listening")
-    limits = runner.app.get(LIMITS)
-    factory: Callable[[], asyncio.BaseProtocol] = (
-        server if limits is None else _Guard(server, limits)
-    )
+    listener = runner.app.get(LISTENER)
+    factory = server if listener is None else listener.protocol_factory(server)
     return await asyncio.get_running_loop().create_server(
         factory, host, port, backlog=backlog, reuse_address=True
     )
 
 
-class _Guard:
-    """The protocol factory of a guarded listener."""
-
-    def __init__(self, server: web.Server, limits: ClientLimits) -> None:
-        self.server = server
-        self.limits = limits
-
-    def __call__(self) -> "_GuardedConnection":
-        return _GuardedConnection(self.server, self.limits)
+async def drain(app: web.Application, grace: float) -> None:
+    """Drain the connections of `app`'s listener, if it has its own (see `Listener.drain`)."""
+    listener = app.get(LISTENER)
+    if listener is not None:
+        await listener.drain(grace)
 
 
-class _GuardedConnection(asyncio.Protocol):
-    """One client connection: counted, refused past the cap, and given `client_timeout` to
-    send each request head; everything else is aiohttp's `RequestHandler`, created only for an
-    admitted connection."""
-
-    __slots__ = ("_awaiting_head", "_handler", "_limits", "_server", "_timer")
-
-    def __init__(self, server: web.Server, limits: ClientLimits) -> None:
-        self._server = server
-        self._limits = limits
-        self._handler: RequestHandler | None = None
-        self._timer: asyncio.TimerHandle | None = None
-        self._awaiting_head = True
-
-    def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        limits = self._limits
-        if limits.open_connections >= limits.max_connections:
-            limits.refused_connections += 1
-            cast(asyncio.Transport, transport).abort()
-            return
-        limits.open_connections += 1
-        self._handler = self._server()
-        self._arm()
-        self._handler.connection_made(transport)
-
-    def data_received(self, data: bytes) -> None:
-        if self._handler is None:
-            return
-        if self._awaiting_head and self._timer is None:
-            self._arm()  # the first bytes of the next request: its head must follow in time
-        self._handler.data_received(data)
-
-    def eof_received(self) -> None:
-        if self._handler is not None:
-            self._handler.eof_received()  # returns None: the transport closes itself
-
-    def pause_writing(self) -> None:
-        if self._handler is not None:
-            self._handler.pause_writing()
-
-    def resume_writing(self) -> None:
-        if self._handler is not None:
-            self._handler.resume_writing()
-
-    def connection_lost(self, exc: Exception | None) -> None:
-        handler, self._handler = self._handler, None
-        if handler is None:
-            return
-        self._limits.open_connections -= 1
-        self._disarm()
-        handler.connection_lost(exc)
-
-    def head_received(self) -> None:
-        """A complete request head was parsed: its handler starts."""
-        self._awaiting_head = False
-        self._disarm()
-
-    def request_done(self) -> None:
-        """The handler returned: the next bytes are the next request's head."""
-        self._awaiting_head = True
-
-    def _arm(self) -> None:
-        loop = asyncio.get_running_loop()
-        self._timer = loop.call_later(self._limits.client_timeout, self._head_timed_out)
-
-    def _disarm(self) -> None:
-        if self._timer is not None:
-            self._timer.cancel()
-            self._timer = None
-
-    def _head_timed_out(self) -> None:
-        self._timer = None
-        if self._handler is not None and self._awaiting_head:
-            self._limits.slow_clients_closed += 1
-            self._handler.force_close()
-
-
-def _guarded_connection(request: web.Request) -> _GuardedConnection | None:
+def _limited_connection(request: web.Request) -> LimitedConnection | None:
     transport = request.transport
     protocol = None if transport is None else transport.get_protocol()
-    return protocol if isinstance(protocol, _GuardedConnection) else None
+    return protocol if isinstance(protocol, LimitedConnection) else None
 
 
 def _middleware(limits: ClientLimits) -> Any:
@@ -227,7 +173,7 @@ def _middleware(limits: ClientLimits) -> Any:
         request: web.Request,
         handler: Callable[[web.Request], Any],
     ) -> web.StreamResponse:
-        connection = _guarded_connection(request)
+        connection = _limited_connection(request)
         if connection is not None:
             connection.head_received()
         try:

@@ -6,6 +6,7 @@ any number of client streams read from, at their own pace, while it is still arr
 """
 
 import asyncio
+import itertools
 import logging
 import time
 from collections.abc import Callable, Iterable, Mapping
@@ -43,7 +44,7 @@ from core.cache.events import (
     UpstreamResponded,
 )
 from core.cache.node import CacheNode
-from core.http.caching import combine_fields
+from core.http.caching import Fields, combine_fields
 from edge.disk import CorruptRecord, DiskTier
 
 log = logging.getLogger(__name__)
@@ -140,6 +141,10 @@ class CommandRunner:
         """Seconds a whole upstream response may take, body included (`request_timeout` bounds
         only the connection and each gap between reads: a dripping upstream never trips it)."""
         self._waiting: dict[int, asyncio.Future[Answer]] = {}
+        self._request_ids = itertools.count(1)
+        self._asking: int | None = None
+        """The request `ask` is feeding: its answer, if given at once, goes to `_immediate`."""
+        self._immediate: Answer | None = None
         self.bytes_served = 0
         self.request_bodies: dict[int, bytes] = {}
         """Bodies of unsafe requests, forwarded by their pass-through fetch."""
@@ -160,10 +165,29 @@ class CommandRunner:
         """Upstream fetches whose body buffer is still held."""
         return len(self._fetches)
 
-    def expect_answer(self, request_id: int) -> asyncio.Future[Answer]:
+    def ask(
+        self, method: str, target: str, headers: Fields, body: bytes | None = None
+    ) -> tuple[int, "Answer | asyncio.Future[Answer]"]:
+        """Hand a client request to the node: its id, and its answer when the node gave it at
+        once (a hit, a synthetic answer, a join to a stream in flight), else a future of it.
+
+        `body`: what an unsafe request carries, forwarded by its pass-through fetch. Every
+        shell (HTTP/1.1, aiohttp, HTTP/3) asks here, so request ids are unique per node."""
+        request_id = next(self._request_ids)
+        if body is not None:
+            self.request_bodies[request_id] = body
+        self._asking = request_id
+        try:
+            self.feed(RequestReceived(request_id, method, target, headers, self._clock()))
+        finally:
+            self._asking = None
+        answer = self._immediate
+        if answer is not None:
+            self._immediate = None
+            return request_id, answer
         future: asyncio.Future[Answer] = asyncio.get_running_loop().create_future()
         self._waiting[request_id] = future
-        return future
+        return request_id, future
 
     def client_gone(self, request_id: int) -> None:
         self._requests.pop(request_id, None)
@@ -300,9 +324,14 @@ class CommandRunner:
         self._spawn(delete())
 
     def _answer(self, answer: Answer) -> None:
-        self._requests.pop(answer.delivery.request_id, None)
-        self.request_bodies.pop(answer.delivery.request_id, None)
-        future = self._waiting.pop(answer.delivery.request_id, None)
+        request_id = answer.delivery.request_id
+        self._requests.pop(request_id, None)
+        if self.request_bodies:
+            self.request_bodies.pop(request_id, None)
+        if request_id == self._asking:
+            self._immediate = answer
+            return
+        future = self._waiting.pop(request_id, None)
         if future is not None and not future.done():
             future.set_result(answer)
 

@@ -25,6 +25,8 @@ from core.cache.routing import ParentRouter
 from core.config import CacheNodeConfig
 from core.http.conditional import http_date
 from edge.app import RUNNER, make_cache_app
+from edge.http1 import EdgeListener
+from edge.limits import LIMITS, LISTENER, ClientLimits, drain, listen, server_options
 from edge.runner import CommandRunner
 
 T0 = 1_700_000_000.0
@@ -75,6 +77,7 @@ class Served:
         self.port = port
         self.app: web.Application | None = None
         self._runner: web.AppRunner | None = None
+        self._listener: asyncio.Server | None = None
 
     @property
     def url(self) -> str:
@@ -82,18 +85,25 @@ class Served:
 
     async def start(self) -> "Served":
         self.app = self._factory()
-        self._runner = web.AppRunner(self.app, access_log=None, shutdown_timeout=1.0)
+        self._runner = web.AppRunner(
+            self.app, access_log=None, shutdown_timeout=1.0, **server_options(self.app)
+        )
         await self._runner.setup()
-        sock = listening_socket(self.port)
-        self.port = sock.getsockname()[1]
-        site = web.SockSite(self._runner, sock, backlog=BACKLOG)
-        await site.start()
+        self._listener = await listen(self._runner, "127.0.0.1", self.port, backlog=BACKLOG)
+        self.port = self._listener.sockets[0].getsockname()[1]
         return self
 
     async def stop(self) -> None:
+        if self._listener is not None:
+            self._listener.close()
         if self._runner is not None:
+            assert self.app is not None
+            await drain(self.app, 1.0)
             await self._runner.cleanup()
             self._runner = None
+        if self._listener is not None:
+            await self._listener.wait_closed()
+            self._listener = None
 
 
 @dataclass(frozen=True)
@@ -245,6 +255,18 @@ class Node:
     def runner(self) -> CommandRunner:
         assert self.served.app is not None
         return self.served.app[RUNNER]
+
+    @property
+    def limits(self) -> ClientLimits:
+        assert self.served.app is not None
+        return self.served.app[LIMITS]
+
+    @property
+    def listener(self) -> EdgeListener:
+        assert self.served.app is not None
+        listener = self.served.app[LISTENER]
+        assert isinstance(listener, EdgeListener)
+        return listener
 
 
 def client_session(**kwargs: object) -> aiohttp.ClientSession:

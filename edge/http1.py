@@ -1,0 +1,594 @@
+"""The cache node's HTTP/1.1 listener: a lean protocol for content requests, aiohttp for the rest.
+
+A cache hit is the common case and the one that must be cheap: one parse of the request head,
+one decision of the node (`CommandRunner.ask`), one write. So content requests are read and
+answered here, on the connection's protocol object, with no task, no request object and no
+middleware per request: a hit answered at once is written before `data_received` returns. An
+answer that is not ready (a miss, a revalidation) is awaited by one task per connection, and a
+body still arriving from upstream is streamed as it comes, with the transport's flow control.
+
+Only what this parser reads strictly is handled here: an origin-form request line, well-formed
+field lines, and a body only with a Content-Length (up to `MAX_FORWARDED_BODY`). Anything else,
+and every route that is not content (`/_shoal/...`, `/healthz`, `/readyz`, `/metrics`), is handed
+with its connection to aiohttp's request handler for the rest of the connection's life, at a
+request boundary and with the bytes not yet consumed: admin routes keep their aiohttp handlers,
+and anything unusual or malformed (chunked bodies, `Expect`, `Upgrade`, obsolete line folding,
+an over-long head) gets aiohttp's answer, exactly as if aiohttp had read it from the start.
+
+The client limits of `edge.limits` apply to both: connections are counted and refused past
+`max_connections` before anything is read; a request head (and its body) must arrive within
+`client_timeout` of its first byte; an idle keep-alive connection is closed after
+`keepalive_timeout`; the per-client rate limit answers 429.
+"""
+
+import asyncio
+import http
+import math
+import re
+import time
+from collections.abc import Callable
+from typing import cast
+
+from aiohttp import web
+from aiohttp.web_protocol import RequestHandler
+from prometheus_client import Histogram
+
+from core.cache.objects import classify
+from core.http.conditional import http_date
+from edge.limits import ClientLimits, LimitedConnection, Listener
+from edge.runner import Answer, CommandRunner, FetchAborted, FetchBody
+
+MAX_FORWARDED_BODY = 1024 * 1024
+"""Largest request body read here (an unsafe request's, forwarded upstream); aiohttp answers a
+larger one (413 past the application's `client_max_size`)."""
+MAX_FIELDS = 128
+"""Field lines a head may have here; aiohttp answers a head with more."""
+ADMIN_PATHS = ("/_shoal/", "/healthz", "/readyz", "/metrics")
+"""Routes of aiohttp's application rather than the node's content."""
+RATE_LIMIT_EXEMPT = ("/healthz", "/readyz")
+MAX_REMEMBERED_PATHS = 4096
+MAX_PIPELINED_BYTES = 256 * 1024
+"""Bytes of further requests buffered while one is answered; reading pauses past it."""
+LARGE_BODY_BYTES = 64 * 1024
+"""Bodies from this size on go to the transport beside their head, not copied into one write."""
+
+_TOKEN = rb"[!#$%&'*+\-.^_`|~0-9A-Za-z]+"
+_REQUEST_LINE = re.compile(rb"(" + _TOKEN + rb") (/[^\x00-\x20\x7f]*) HTTP/1\.([01])")
+# RFC 9112 section 5: field-name ":" OWS field-value OWS, the value without control characters
+# other than HTAB (obs-text allowed). No bare CR or LF can hide in a line this matches.
+_FIELD_LINE = re.compile(rb"(" + _TOKEN + rb"):[ \t]*([^\x00-\x08\x0a-\x1f\x7f]*?)[ \t]*")
+# The beginning of a request line, before its CRLF has arrived.
+_PARTIAL_REQUEST_LINE = re.compile(
+    rb"(?:" + _TOKEN + rb"(?: /[^\x00-\x20\x7f]*(?: [HTP/01.]{0,8})?)?)?\r?"
+)
+_HANDED_OFF_FIELDS = frozenset({"transfer-encoding", "expect", "upgrade"})
+_STATUS_LINES = {
+    status.value: f"HTTP/1.1 {status.value} {status.phrase}\r\n" for status in http.HTTPStatus
+}
+_NO_BODY_STATUSES = frozenset({204, 304})
+
+
+class EdgeListener(Listener):
+    """Makes the protocol of each connection of a cache node's listener, and drains them."""
+
+    def __init__(
+        self, limits: ClientLimits, runner: Callable[[], CommandRunner], latency: Histogram
+    ) -> None:
+        self.limits = limits
+        self.runner = runner
+        self.latency = latency
+        self.server: web.Server | None = None
+        self.open: set[EdgeConnection] = set()
+        self._latency_by_path: dict[str, Histogram] = {}
+        self._date = ("", -1)
+        self.extra_fields = ""
+        """Field lines every response carries (`Alt-Svc` once HTTP/3 listens)."""
+
+    def add_response_field(self, name: str, value: str) -> None:
+        self.extra_fields += f"{name}: {value}\r\n"
+
+    def protocol_factory(self, server: web.Server) -> Callable[[], asyncio.BaseProtocol]:
+        self.server = server
+        return lambda: EdgeConnection(self)
+
+    async def drain(self, grace: float) -> None:
+        for connection in list(self.open):
+            connection.close_when_idle()
+        deadline = time.monotonic() + grace
+        while self.open and time.monotonic() < deadline:
+            await asyncio.sleep(0.02)
+        for connection in list(self.open):
+            connection.abort()
+
+    def latency_of(self, path: str) -> Histogram:
+        """The latency histogram's child for the kind of object `path` names."""
+        child = self._latency_by_path.get(path)
+        if child is None:
+            if len(self._latency_by_path) >= MAX_REMEMBERED_PATHS:
+                self._latency_by_path.clear()  # paths come from clients: stay bounded
+            kind = classify(path).kind.value
+            child = self._latency_by_path[path] = self.latency.labels(kind=kind)
+        return child
+
+    def date_line(self) -> str:
+        """`Date: <now>` for answers without a Date of their own, formatted once a second."""
+        now = int(time.time())
+        line, second = self._date
+        if second != now:
+            line = f"Date: {http_date(now)}\r\n"
+            self._date = (line, now)
+        return line
+
+
+class EdgeConnection(LimitedConnection):
+    """One client connection: lean while its requests are content, aiohttp's once handed off."""
+
+    def __init__(self, factory: EdgeListener) -> None:
+        self._factory = factory
+        self._limits = factory.limits
+        self._runner: CommandRunner | None = None
+        self._transport: asyncio.Transport | None = None
+        self._buffer = bytearray()
+        self._handler: RequestHandler | None = None
+        self._busy = False
+        """A request is being answered: the next one waits (responses go out in order)."""
+        self._task: asyncio.Task[None] | None = None
+        self._waiting_for: int | None = None
+        """The request whose answer the task awaits, reported gone if the client leaves."""
+        self._timer: asyncio.TimerHandle | None = None
+        self._timing_head = False
+        """The timer is the deadline of a request being received (else: of an idle wait)."""
+        self._awaiting_head = True
+        self._write_paused = False
+        self._drained: asyncio.Future[None] | None = None
+        self._reading_paused = False
+        self._close_when_idle = False
+        self._client = ""
+        self._http11 = True
+        """The version of the request being answered (answers go out one at a time)."""
+
+    # ---- asyncio.Protocol -----------------------------------------------------------------
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        transport = cast(asyncio.Transport, transport)
+        limits = self._limits
+        if limits.open_connections >= limits.max_connections:
+            limits.refused_connections += 1
+            transport.abort()
+            return
+        limits.open_connections += 1
+        self._transport = transport
+        self._runner = self._factory.runner()
+        peer = transport.get_extra_info("peername")
+        self._client = peer[0] if isinstance(peer, tuple) else ""
+        self._factory.open.add(self)
+        self._arm_head_deadline()
+
+    def data_received(self, data: bytes) -> None:
+        if self._transport is None:
+            return
+        if self._handler is not None:
+            if self._awaiting_head and self._timer is None:
+                self._arm_head_deadline()
+            self._handler.data_received(data)
+            return
+        if not self._buffer and not self._busy and not self._timing_head:
+            self._arm_head_deadline()  # the first bytes of a request: the rest must follow in time
+        self._buffer += data
+        if self._busy:
+            if len(self._buffer) > MAX_PIPELINED_BYTES and not self._reading_paused:
+                self._reading_paused = True
+                self._transport.pause_reading()
+            return
+        self._serve_buffered()
+
+    def eof_received(self) -> bool | None:
+        if self._handler is not None:
+            self._handler.eof_received()
+        return None  # the transport closes itself
+
+    def pause_writing(self) -> None:
+        self._write_paused = True
+        if self._handler is not None:
+            self._handler.pause_writing()
+
+    def resume_writing(self) -> None:
+        self._write_paused = False
+        if self._handler is not None:
+            self._handler.resume_writing()
+        drained, self._drained = self._drained, None
+        if drained is not None and not drained.done():
+            drained.set_result(None)
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        if self._transport is None:
+            return
+        self._transport = None
+        self._limits.open_connections -= 1
+        self._factory.open.discard(self)
+        self._disarm()
+        if self._waiting_for is not None and self._runner is not None:
+            self._runner.client_gone(self._waiting_for)
+            self._waiting_for = None
+        if self._task is not None:
+            self._task.cancel()
+        drained, self._drained = self._drained, None
+        if drained is not None and not drained.done():
+            drained.set_exception(ConnectionResetError("client gone"))
+        if self._handler is not None:
+            self._handler.connection_lost(exc)
+
+    # ---- hooks of the limits middleware (handed-off connections) ----------------------------
+
+    def head_received(self) -> None:
+        """aiohttp parsed a complete request head: its handler starts."""
+        self._awaiting_head = False
+        self._disarm()
+
+    def request_done(self) -> None:
+        """aiohttp's handler returned: the next bytes are the next request's head."""
+        self._awaiting_head = True
+
+    @property
+    def handed_off(self) -> bool:
+        """Whether aiohttp serves this connection now."""
+        return self._handler is not None
+
+    # ---- shutdown -----------------------------------------------------------------------------
+
+    def close_when_idle(self) -> None:
+        self._close_when_idle = True
+        if not self._busy and self._transport is not None and self._handler is None:
+            self._transport.close()
+
+    def abort(self) -> None:
+        if self._transport is not None:
+            self._transport.abort()
+
+    # ---- reading requests --------------------------------------------------------------------
+
+    def _serve_buffered(self) -> None:
+        """Answer the complete requests buffered, in order, until one must be waited for."""
+        buffer = self._buffer
+        transport = self._transport
+        while buffer and not self._busy and transport is not None and not transport.is_closing():
+            end_of_head = buffer.find(b"\r\n\r\n")
+            if end_of_head < 0:
+                if len(buffer) > self._limits.max_header_bytes * 2 or not _may_be_request(buffer):
+                    # aiohttp answers garbage (a TLS hello, say) or an over-long head at once,
+                    # without waiting for a head that never ends.
+                    self._hand_off()
+                elif not self._timing_head:
+                    self._arm_head_deadline()
+                return
+            request = self._parse_head(bytes(buffer[:end_of_head]))
+            if request is None:
+                self._hand_off()
+                return
+            method, target, fields, keep_alive, body_length = request
+            end = end_of_head + 4 + body_length
+            if len(buffer) < end:
+                if not self._timing_head:
+                    self._arm_head_deadline()
+                return
+            body = bytes(buffer[end_of_head + 4 : end]) if body_length else None
+            del buffer[:end]
+            self._disarm()
+            self._serve(method, target, fields, keep_alive, body)
+        if transport is None or transport.is_closing() or self._busy:
+            return
+        if self._reading_paused:
+            self._reading_paused = False
+            transport.resume_reading()
+        if not buffer:
+            if self._close_when_idle:
+                transport.close()
+            elif self._limits.keepalive_timeout > 0:
+                self._arm(self._limits.keepalive_timeout, self._idle_timed_out)
+
+    def _parse_head(self, head: bytes) -> tuple[str, str, dict[str, str], bool, int] | None:
+        """(method, target, fields, keep-alive, body length) of a head this parser takes;
+        None for one it leaves to aiohttp. Notes the request's version in `_http11`."""
+        lines = head.split(b"\r\n")
+        limit = self._limits.max_header_bytes
+        if len(lines) > MAX_FIELDS + 1 or any(len(line) > limit for line in lines):
+            return None
+        request_line = _REQUEST_LINE.fullmatch(lines[0])
+        if request_line is None:
+            return None
+        fields: dict[str, str] = {}
+        for line in lines[1:]:
+            field = _FIELD_LINE.fullmatch(line)
+            if field is None:
+                return None
+            # Latin-1 keeps every byte (obs-text) as it came, as aiohttp's parser does not;
+            # values only travel upstream again or are compared with ASCII.
+            name = field[1].decode("ascii").lower()
+            value = field[2].decode("latin-1")
+            fields[name] = f"{fields[name]}, {value}" if name in fields else value
+        target = request_line[2].decode("latin-1")
+        if target.startswith(ADMIN_PATHS) or not _HANDED_OFF_FIELDS.isdisjoint(fields):
+            return None
+        body_length = 0
+        declared = fields.get("content-length")
+        if declared is not None:
+            if not declared.isdigit() or len(declared) > 15:
+                return None  # including "5, 5": aiohttp decides on repeated lengths
+            body_length = int(declared)
+            if body_length > MAX_FORWARDED_BODY:
+                return None
+        connection = fields.get("connection", "").lower()
+        self._http11 = request_line[3] == b"1"
+        keep_alive = "close" not in connection if self._http11 else "keep-alive" in connection
+        method = request_line[1].decode("ascii")
+        return method, target, fields, keep_alive, body_length
+
+    # ---- answering -----------------------------------------------------------------------------
+
+    def _serve(
+        self,
+        method: str,
+        target: str,
+        fields: dict[str, str],
+        keep_alive: bool,
+        body: bytes | None,
+    ) -> None:
+        started = time.perf_counter()
+        keep_alive = keep_alive and self._limits.keepalive_timeout > 0 and not self._close_when_idle
+        limiter = self._limits.limiter
+        if limiter is not None and not target.startswith(RATE_LIMIT_EXEMPT):
+            now = self._limits.clock()
+            if not limiter.allow(self._client, now):
+                self._limits.rate_limited += 1
+                wait = max(1, math.ceil(limiter.retry_after(self._client, now)))
+                head = (
+                    f"HTTP/1.1 429 Too Many Requests\r\nRetry-After: {wait}\r\n"
+                    "Cache-Control: no-store\r\nContent-Type: text/plain; charset=utf-8\r\n"
+                    "Content-Length: 18\r\n"
+                )
+                self._write(head, b"too many requests\n", keep_alive)
+                return
+        runner = self._runner
+        assert runner is not None
+        if method in ("GET", "HEAD"):
+            body = None
+        request_id, answer = runner.ask(method, target, fields, body)
+        path = target.partition("?")[0]
+        head_only = method == "HEAD"
+        if isinstance(answer, Answer) and not isinstance(answer.body, FetchBody):
+            self._write_complete(answer, keep_alive, head_only)
+            self._factory.latency_of(path).observe(time.perf_counter() - started)
+            return
+        self._busy = True
+        self._waiting_for = request_id
+        self._task = asyncio.get_running_loop().create_task(
+            self._answer_later(answer, keep_alive, head_only, path, started)
+        )
+
+    async def _answer_later(
+        self,
+        answer: "Answer | asyncio.Future[Answer]",
+        keep_alive: bool,
+        head_only: bool,
+        path: str,
+        started: float,
+    ) -> None:
+        try:
+            if not isinstance(answer, Answer):
+                answer = await answer
+            self._waiting_for = None
+            if isinstance(answer.body, FetchBody):
+                await self._write_stream(answer, answer.body, keep_alive, head_only)
+            else:
+                self._write_complete(answer, keep_alive, head_only)
+                if self._write_paused:
+                    await self._drain()
+        except (asyncio.CancelledError, ConnectionError):
+            return  # the client left: connection_lost told the node
+        finally:
+            self._factory.latency_of(path).observe(time.perf_counter() - started)
+            self._task = None
+            self._busy = False
+        if self._transport is not None and not self._transport.is_closing():
+            self._serve_buffered()
+
+    def _head(self, answer: Answer, keep_alive: bool, chunked: bool) -> str:
+        delivery = answer.delivery
+        status = delivery.status
+        parts = [_STATUS_LINES.get(status) or f"HTTP/1.1 {status} Unknown\r\n"]
+        for name, value in delivery.headers.items():
+            parts.append(f"{titled(name)}: {value}\r\n")
+        if "date" not in delivery.headers:
+            parts.append(self._factory.date_line())
+        parts.append(self._factory.extra_fields)
+        if chunked:
+            parts.append("Transfer-Encoding: chunked\r\n")
+        if not keep_alive:
+            parts.append("Connection: close\r\n")
+        elif not self._http11:
+            parts.append("Connection: keep-alive\r\n")
+        return "".join(parts)
+
+    def _write_complete(self, answer: Answer, keep_alive: bool, head_only: bool) -> None:
+        delivery = answer.delivery
+        body = answer.body
+        assert not isinstance(body, FetchBody)
+        content: bytes | memoryview = b""
+        if _sends_body(answer, head_only) and body:
+            if delivery.byte_range is not None:
+                first, last = delivery.byte_range
+                content = memoryview(body)[first : last + 1]
+            else:
+                content = body
+        if self._runner is not None:
+            self._runner.bytes_served += len(content)
+        self._write(self._head(answer, keep_alive, chunked=False), content, keep_alive)
+
+    def _write(self, head: str, content: bytes | memoryview, keep_alive: bool) -> None:
+        transport = self._transport
+        if transport is None:
+            return
+        head_bytes = (head + "\r\n").encode("utf-8", "surrogateescape")
+        if len(content) >= LARGE_BODY_BYTES:
+            transport.writelines((head_bytes, content))
+        else:
+            transport.write(head_bytes + content if content else head_bytes)
+        if not keep_alive:
+            transport.close()
+        elif self._write_paused and not self._busy:
+            # The client reads slower than it asks: the next request waits for the drain.
+            self._busy = True
+            self._task = asyncio.get_running_loop().create_task(self._wait_for_drain())
+
+    async def _wait_for_drain(self) -> None:
+        try:
+            await self._drain()
+        except (asyncio.CancelledError, ConnectionError):
+            return
+        finally:
+            self._task = None
+            self._busy = False
+        if self._transport is not None and not self._transport.is_closing():
+            self._serve_buffered()
+
+    async def _drain(self) -> None:
+        if not self._write_paused:
+            return
+        if self._drained is None:
+            self._drained = asyncio.get_running_loop().create_future()
+        await self._drained
+
+    async def _write_stream(
+        self, answer: Answer, body: FetchBody, keep_alive: bool, head_only: bool
+    ) -> None:
+        """Send a body as it arrives from upstream; cut the connection if the fetch fails."""
+        delivery = answer.delivery
+        sends_body = _sends_body(answer, head_only)
+        length_known = "content-length" in delivery.headers
+        # Without a length the body is framed by chunked coding (a client can tell a cut body
+        # from a whole one), or by closing the connection for an HTTP/1.0 client.
+        chunked = sends_body and not length_known and self._http11
+        keep_alive = keep_alive and (length_known or chunked or not sends_body)
+        transport = self._transport
+        if transport is None:
+            return
+        transport.write(
+            (self._head(answer, keep_alive, chunked) + "\r\n").encode("utf-8", "surrogateescape")
+        )
+        if sends_body:
+            offset, end = (0, None) if delivery.byte_range is None else delivery.byte_range
+            end = None if end is None else end + 1
+            try:
+                while (chunk := await body.read_from(offset, end)) is not None:
+                    if self._transport is None:
+                        return
+                    if chunked:
+                        self._transport.writelines((b"%x\r\n" % len(chunk), chunk, b"\r\n"))
+                    else:
+                        self._transport.write(chunk)
+                    offset += len(chunk)
+                    if self._runner is not None:
+                        self._runner.bytes_served += len(chunk)
+                    if self._write_paused:
+                        await self._drain()
+            except FetchAborted:
+                if self._transport is not None:
+                    self._transport.abort()  # the client sees fewer bytes than announced
+                return
+            if chunked and self._transport is not None:
+                self._transport.write(b"0\r\n\r\n")
+        if self._transport is None:
+            return
+        if not keep_alive:
+            self._transport.close()
+        elif self._write_paused:
+            await self._drain()
+
+    # ---- hand-off and timers -------------------------------------------------------------------
+
+    def _hand_off(self) -> None:
+        """Give the connection, and the bytes not yet consumed, to aiohttp for good."""
+        transport = self._transport
+        assert transport is not None
+        self._disarm()
+        server = self._factory.server
+        assert server is not None
+        handler = server()
+        self._handler = handler
+        handler.connection_made(transport)
+        if self._write_paused:
+            handler.pause_writing()
+        if self._reading_paused:
+            self._reading_paused = False
+            transport.resume_reading()
+        data = bytes(self._buffer)
+        self._buffer.clear()
+        self._awaiting_head = True
+        self._arm_head_deadline()
+        handler.data_received(data)
+
+    def _arm_head_deadline(self) -> None:
+        self._arm(self._limits.client_timeout, self._head_timed_out)
+        self._timing_head = True
+
+    def _arm(self, delay: float, callback: Callable[[], None]) -> None:
+        self._disarm()
+        self._timer = asyncio.get_running_loop().call_later(delay, callback)
+
+    def _disarm(self) -> None:
+        self._timing_head = False
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+
+    def _head_timed_out(self) -> None:
+        self._timer = None
+        self._timing_head = False
+        if self._transport is None:
+            return
+        if self._handler is not None:
+            if self._awaiting_head:
+                self._limits.slow_clients_closed += 1
+                self._handler.force_close()
+            return
+        if not self._busy:
+            self._limits.slow_clients_closed += 1
+            self._transport.close()
+
+    def _idle_timed_out(self) -> None:
+        self._timer = None
+        if self._transport is not None and self._handler is None and not self._busy:
+            self._transport.close()
+
+
+def _sends_body(answer: Answer, head_only: bool) -> bool:
+    # A response to HEAD never has content, whatever the node's answer carries (a synthetic
+    # answer has its message); nor does a 204 or a 304 (RFC 9110 sections 9.3.2, 15.3.5, 15.4.5).
+    return (
+        answer.delivery.with_body
+        and not head_only
+        and answer.delivery.status not in _NO_BODY_STATUSES
+    )
+
+
+def _may_be_request(partial: bytearray) -> bool:
+    """Whether `partial`, a head still without its end, may be the start of one parsed here."""
+    end_of_line = partial.find(b"\r\n")
+    if end_of_line < 0:
+        return _PARTIAL_REQUEST_LINE.fullmatch(partial) is not None
+    return _REQUEST_LINE.fullmatch(partial, 0, end_of_line) is not None
+
+
+_TITLED: dict[str, str] = {}
+MAX_TITLED_NAMES = 1024
+"""Field names whose title case is remembered (names come from upstreams: keep it bounded)."""
+
+
+def titled(name: str) -> str:
+    """`name.title()`, remembered: the same few names go out on every response."""
+    known = _TITLED.get(name)
+    if known is None:
+        known = name.title()
+        if len(_TITLED) < MAX_TITLED_NAMES:
+            _TITLED[name] = known
+    return known
