@@ -14,14 +14,16 @@ import asyncio
 import hmac
 import json
 import logging
+import os
 import secrets
 import time
 from collections.abc import AsyncIterator, Callable, Iterator
+from dataclasses import dataclass
 from pathlib import Path
 
 import aiohttp
 from aiohttp import web
-from prometheus_client import CollectorRegistry, Histogram, generate_latest
+from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
@@ -30,7 +32,6 @@ from core.cache.events import PurgeRequested, TrendingHinted
 from core.cache.eviction import create_eviction_policy
 from core.cache.index import CacheIndex
 from core.cache.node import CacheNode, NodeSettings
-from core.cache.objects import classify
 from core.cache.routing import ParentRouter
 from core.config import CacheNodeConfig
 from core.http.caching import combine_fields
@@ -39,6 +40,14 @@ from core.keys import InvalidKey, validate_key
 from edge.disk import DiskTier
 from edge.http1 import EdgeListener, titled
 from edge.limits import LISTENER, install_limits
+from edge.metrics import (
+    SNAPSHOT_SECONDS,
+    LatencyByKind,
+    merge_expositions,
+    read_snapshots,
+    remove_snapshot,
+    write_snapshot,
+)
 from edge.runner import Answer, CommandRunner, FetchAborted, FetchBody
 
 log = logging.getLogger(__name__)
@@ -46,8 +55,7 @@ log = logging.getLogger(__name__)
 RUNNER = web.AppKey("runner", CommandRunner)
 CONFIG = web.AppKey("config", CacheNodeConfig)
 REGISTRY = web.AppKey("registry", CollectorRegistry)
-LATENCY = web.AppKey("latency", Histogram)
-LATENCY_BY_KIND = web.AppKey("latency_by_kind", dict[str, Histogram])
+LATENCY = web.AppKey("latency", LatencyByKind)
 
 MAX_ADMIN_BODY = 64 * 1024
 MAX_FORWARDED_BODY = 1024 * 1024
@@ -56,11 +64,35 @@ CLIENT_GONE_CHECK_SECONDS = 0.5
 """How often a request waiting for its answer checks that its client is still connected."""
 
 
+@dataclass(frozen=True)
+class WorkerSlot:
+    """One of the `count` worker processes of a node (see `deploy.workers`).
+
+    The node's memory and disk budgets are shared out: each worker gets its part of both, and
+    of the records a disk tier holds at start (by the record's file name), so the node as a
+    whole stays within what it was configured with."""
+
+    index: int
+    count: int
+    metrics_dir: Path | None = None
+    """Where the workers' metrics snapshots meet (see `edge.metrics`); None: this one only."""
+
+
+WORKER = web.AppKey("worker", WorkerSlot)
+
+
 def build_node(
-    config: CacheNodeConfig, *, tier: str, name: str, router: ParentRouter | None = None
+    config: CacheNodeConfig,
+    *,
+    tier: str,
+    name: str,
+    router: ParentRouter | None = None,
+    share: int = 1,
 ) -> CacheNode:
     """The brain of a node, assembled from its configuration (`router`: a replacement for the
-    configured parent router, e.g. with a test's short health back-off)."""
+    configured parent router, e.g. with a test's short health back-off; `share`: how many
+    workers split the configured budgets)."""
+    memory_bytes, disk_bytes = config.memory_bytes // share, config.disk_bytes // share
     return CacheNode(
         NodeSettings(
             name=name,
@@ -74,8 +106,8 @@ def build_node(
             # Ids made by this process never collide with those a disk tier kept from before.
             object_id_prefix=secrets.token_hex(4) + "-",
         ),
-        index=_index(config.eviction, config.memory_bytes),
-        disk_index=_index(config.eviction, config.disk_bytes) if config.disk_bytes else None,
+        index=_index(config.eviction, memory_bytes),
+        disk_index=_index(config.eviction, disk_bytes) if disk_bytes else None,
         admission=create_admission_policy(
             config.admission,
             AdmissionSettings(
@@ -99,24 +131,24 @@ def make_cache_app(
     name: str,
     clock: Callable[[], float] = time.time,
     router: ParentRouter | None = None,
+    worker: WorkerSlot | None = None,
 ) -> web.Application:
     """The HTTP application of an edge or regional cache node.
 
     `clock` is the node's time (POSIX seconds; HTTP ages are computed from it) and `router` a
-    replacement parent router: both for tests, which control time and health back-offs."""
+    replacement parent router: both for tests, which control time and health back-offs.
+    `worker`: this process is one of several serving the node."""
+    slot = worker or WorkerSlot(0, 1)
     app = web.Application(client_max_size=MAX_FORWARDED_BODY)
     app[CONFIG] = config
+    app[WORKER] = slot
     registry = CollectorRegistry()
     app[REGISTRY] = registry
     limits = install_limits(app, config, registry)
-    app[LATENCY] = Histogram(
-        "shoal_request_seconds",
-        "Time to answer a client request (until the response is fully sent)",
-        ["kind"],
-        registry=registry,
-        buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5),
+    latency = app[LATENCY] = LatencyByKind(
+        (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5)
     )
-    app[LATENCY_BY_KIND] = {}
+    registry.register(latency)
     # Content requests are read and answered by the lean HTTP/1.1 protocol (edge.http1); the
     # routes below see admin requests and whatever that protocol hands to aiohttp.
     app[LISTENER] = EdgeListener(limits, lambda: app[RUNNER], app[LATENCY])
@@ -135,19 +167,28 @@ def make_cache_app(
             skip_auto_headers=("Accept", "Accept-Encoding", "User-Agent", "Content-Type"),
         ) as session:
             runner = CommandRunner(
-                build_node(config, tier=tier, name=name, router=router),
+                build_node(config, tier=tier, name=name, router=router, share=slot.count),
                 session,
                 request_timeout=timeout,
                 clock=clock,
                 total_timeout=config.upstream_total_timeout,
                 disk=DiskTier(Path(config.disk_path)) if config.disk_bytes else None,
             )
-            restored = runner.restore_from_disk()
+            restored = runner.restore_from_disk(slot.index, slot.count)
             if restored:
                 log.info("%s: %d objects found in the disk tier", name, restored)
             app[RUNNER] = runner
             registry.register(_NodeCollector(runner))
+            directory = slot.metrics_dir
+            snapshots = None
+            if directory is not None:
+                snapshots = asyncio.get_running_loop().create_task(
+                    _write_snapshots(registry, directory)
+                )
             yield
+            if snapshots is not None and directory is not None:
+                snapshots.cancel()
+                remove_snapshot(directory, os.getpid())
             await runner.close()
 
     app.cleanup_ctx.append(runner_context)
@@ -180,17 +221,7 @@ async def _serve(request: web.Request) -> web.StreamResponse:
             return web.Response(status=499, reason="Client Closed Request")
         return await _write(request, answer)
     finally:
-        _latency_of(request.app, request.path).observe(time.perf_counter() - started)
-
-
-def _latency_of(app: web.Application, path: str) -> Histogram:
-    """The latency histogram's child for the kind of object `path` names (looked up once)."""
-    kind = classify(path).kind.value
-    children = app[LATENCY_BY_KIND]
-    child = children.get(kind)
-    if child is None:
-        child = children[kind] = app[LATENCY].labels(kind=kind)
-    return child
+        request.app[LATENCY].of_path(request.path).observe(time.perf_counter() - started)
 
 
 async def _await_answer(
@@ -340,12 +371,14 @@ async def _trending(request: web.Request) -> web.Response:
 
 async def _health(request: web.Request) -> web.Response:
     node = request.app[RUNNER].node
+    slot = request.app[WORKER]
     return web.json_response(
         {
             "status": "ok",
             "kind": node.settings.tier,
             "name": node.settings.name,
             "upstreams": list(node.settings.parents),
+            "worker": {"index": slot.index, "of": slot.count, "pid": os.getpid()},
         },
         headers={"Cache-Control": "no-store"},
     )
@@ -360,10 +393,24 @@ async def _ready(request: web.Request) -> web.Response:
 
 
 async def _metrics(request: web.Request) -> web.Response:
+    own = generate_latest(request.app[REGISTRY])
+    directory = request.app[WORKER].metrics_dir
+    if directory is not None:
+        # The whole node: this worker's fresh counts beside the others' latest snapshots.
+        write_snapshot(directory, own)
+        own = merge_expositions(read_snapshots(directory)).encode()
     return web.Response(
-        body=generate_latest(request.app[REGISTRY]),
-        headers={"Content-Type": "text/plain; version=0.0.4; charset=utf-8"},
+        body=own, headers={"Content-Type": "text/plain; version=0.0.4; charset=utf-8"}
     )
+
+
+async def _write_snapshots(registry: CollectorRegistry, directory: Path) -> None:
+    while True:
+        try:
+            write_snapshot(directory, generate_latest(registry))
+        except OSError as exc:
+            log.warning("metrics snapshot in %s failed: %r", directory, exc)
+        await asyncio.sleep(SNAPSHOT_SECONDS)
 
 
 class _NodeCollector(Collector):

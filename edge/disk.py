@@ -24,6 +24,7 @@ import logging
 import os
 import secrets
 import struct
+import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -35,6 +36,8 @@ MAGIC = b"SHL1"
 _HEADER = struct.Struct(">4sIQ32s")
 MAX_METADATA_BYTES = 1024 * 1024
 _TEMP_PREFIX = ".tmp-"
+ABANDONED_TEMP_SECONDS = 600.0
+"""A temp file untouched this long is a write that died with its process."""
 _SUFFIX = ".rec"
 
 
@@ -125,16 +128,22 @@ class DiskTier:
     def delete(self, object_id: str) -> None:
         self._remove(self.path_of(object_id))
 
-    def scan(self) -> Iterator[RecordInfo]:
-        """Every whole record, checksums verified; broken ones and stale temp files are removed.
+    def scan(self, share: int = 0, shares: int = 1) -> Iterator[RecordInfo]:
+        """Every whole record of share `share` of `shares` (by file name: each record belongs
+        to exactly one share), checksums verified; broken ones and abandoned temp files are
+        removed.
 
-        This is how a restarted node finds its warm cache again."""
+        This is how a restarted node (each of its workers) finds its warm cache again."""
+        now = time.time()
         for shard in sorted(p for p in self.root.iterdir() if p.is_dir()):
             for path in sorted(shard.iterdir()):
                 if path.name.startswith(_TEMP_PREFIX):
-                    self._remove(path)  # a write that never finished
+                    # A write that never finished, unless another worker is still writing it.
+                    with contextlib.suppress(FileNotFoundError):
+                        if now - path.stat().st_mtime > ABANDONED_TEMP_SECONDS:
+                            self._remove(path)
                     continue
-                if not path.name.endswith(_SUFFIX):
+                if not path.name.endswith(_SUFFIX) or int(path.name[:8], 16) % shares != share:
                     continue
                 try:
                     fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)

@@ -31,11 +31,10 @@ from typing import cast
 
 from aiohttp import web
 from aiohttp.web_protocol import RequestHandler
-from prometheus_client import Histogram
 
-from core.cache.objects import classify
 from core.http.conditional import http_date
 from edge.limits import ClientLimits, LimitedConnection, Listener
+from edge.metrics import LatencyByKind
 from edge.runner import Answer, CommandRunner, FetchAborted, FetchBody
 
 MAX_FORWARDED_BODY = 1024 * 1024
@@ -46,17 +45,21 @@ MAX_FIELDS = 128
 ADMIN_PATHS = ("/_shoal/", "/healthz", "/readyz", "/metrics")
 """Routes of aiohttp's application rather than the node's content."""
 RATE_LIMIT_EXEMPT = ("/healthz", "/readyz")
-MAX_REMEMBERED_PATHS = 4096
+DEADLINE_SWEEP_SECONDS = 0.1
+"""How often the connections' deadlines are checked: slow clients and idle connections are
+closed within this long after their deadline."""
 MAX_PIPELINED_BYTES = 256 * 1024
 """Bytes of further requests buffered while one is answered; reading pauses past it."""
 LARGE_BODY_BYTES = 64 * 1024
 """Bodies from this size on go to the transport beside their head, not copied into one write."""
 
 _TOKEN = rb"[!#$%&'*+\-.^_`|~0-9A-Za-z]+"
-_REQUEST_LINE = re.compile(rb"(" + _TOKEN + rb") (/[^\x00-\x20\x7f]*) HTTP/1\.([01])")
+_REQUEST_LINE = rb"(?:" + _TOKEN + rb") /[^\x00-\x20\x7f]* HTTP/1\.[01]"
 # RFC 9112 section 5: field-name ":" OWS field-value OWS, the value without control characters
-# other than HTAB (obs-text allowed). No bare CR or LF can hide in a line this matches.
-_FIELD_LINE = re.compile(rb"(" + _TOKEN + rb"):[ \t]*([^\x00-\x08\x0a-\x1f\x7f]*?)[ \t]*")
+# other than HTAB (obs-text allowed). No bare CR or LF can hide in a head this matches.
+_FIELD_LINE = rb"(?:" + _TOKEN + rb"):[^\x00-\x08\x0a-\x1f\x7f]*"
+_HEAD = re.compile(_REQUEST_LINE + rb"(?:\r\n" + _FIELD_LINE + rb")*")
+_WHOLE_REQUEST_LINE = re.compile(_REQUEST_LINE)
 # The beginning of a request line, before its CRLF has arrived.
 _PARTIAL_REQUEST_LINE = re.compile(
     rb"(?:" + _TOKEN + rb"(?: /[^\x00-\x20\x7f]*(?: [HTP/01.]{0,8})?)?)?\r?"
@@ -72,15 +75,15 @@ class EdgeListener(Listener):
     """Makes the protocol of each connection of a cache node's listener, and drains them."""
 
     def __init__(
-        self, limits: ClientLimits, runner: Callable[[], CommandRunner], latency: Histogram
+        self, limits: ClientLimits, runner: Callable[[], CommandRunner], latency: LatencyByKind
     ) -> None:
         self.limits = limits
         self.runner = runner
         self.latency = latency
         self.server: web.Server | None = None
         self.open: set[EdgeConnection] = set()
-        self._latency_by_path: dict[str, Histogram] = {}
         self._date = ("", -1)
+        self._sweep: asyncio.TimerHandle | None = None
         self.extra_fields = ""
         """Field lines every response carries (`Alt-Svc` once HTTP/3 listens)."""
 
@@ -91,6 +94,21 @@ class EdgeListener(Listener):
         self.server = server
         return lambda: EdgeConnection(self)
 
+    def watch_deadlines(self) -> None:
+        """Make sure the sweep runs while connections are open."""
+        if self._sweep is None:
+            self._sweep = asyncio.get_running_loop().call_later(
+                DEADLINE_SWEEP_SECONDS, self._sweep_deadlines
+            )
+
+    def _sweep_deadlines(self) -> None:
+        self._sweep = None
+        now = asyncio.get_running_loop().time()
+        for connection in [c for c in self.open if c.deadline <= now]:
+            connection.deadline_passed()
+        if self.open:
+            self.watch_deadlines()
+
     async def drain(self, grace: float) -> None:
         for connection in list(self.open):
             connection.close_when_idle()
@@ -99,16 +117,6 @@ class EdgeListener(Listener):
             await asyncio.sleep(0.02)
         for connection in list(self.open):
             connection.abort()
-
-    def latency_of(self, path: str) -> Histogram:
-        """The latency histogram's child for the kind of object `path` names."""
-        child = self._latency_by_path.get(path)
-        if child is None:
-            if len(self._latency_by_path) >= MAX_REMEMBERED_PATHS:
-                self._latency_by_path.clear()  # paths come from clients: stay bounded
-            kind = classify(path).kind.value
-            child = self._latency_by_path[path] = self.latency.labels(kind=kind)
-        return child
 
     def date_line(self) -> str:
         """`Date: <now>` for answers without a Date of their own, formatted once a second."""
@@ -135,7 +143,10 @@ class EdgeConnection(LimitedConnection):
         self._task: asyncio.Task[None] | None = None
         self._waiting_for: int | None = None
         """The request whose answer the task awaits, reported gone if the client leaves."""
-        self._timer: asyncio.TimerHandle | None = None
+        self._loop = asyncio.get_running_loop()
+        self.deadline = math.inf
+        """Loop time at which `_on_deadline` runs (a request too slow, or an idle wait over)."""
+        self._on_deadline: Callable[[], None] = self._head_timed_out
         self._timing_head = False
         """The timer is the deadline of a request being received (else: of an idle wait)."""
         self._awaiting_head = True
@@ -168,7 +179,7 @@ class EdgeConnection(LimitedConnection):
         if self._transport is None:
             return
         if self._handler is not None:
-            if self._awaiting_head and self._timer is None:
+            if self._awaiting_head and self.deadline == math.inf:
                 self._arm_head_deadline()
             self._handler.data_received(data)
             return
@@ -284,43 +295,40 @@ class EdgeConnection(LimitedConnection):
             if self._close_when_idle:
                 transport.close()
             elif self._limits.keepalive_timeout > 0:
-                self._arm(self._limits.keepalive_timeout, self._idle_timed_out)
+                self._arm_idle_deadline()
 
     def _parse_head(self, head: bytes) -> tuple[str, str, dict[str, str], bool, int] | None:
         """(method, target, fields, keep-alive, body length) of a head this parser takes;
         None for one it leaves to aiohttp. Notes the request's version in `_http11`."""
-        lines = head.split(b"\r\n")
-        limit = self._limits.max_header_bytes
-        if len(lines) > MAX_FIELDS + 1 or any(len(line) > limit for line in lines):
+        # One regular expression checks the whole head's grammar; the lines are then split
+        # knowing what they hold.
+        if _HEAD.fullmatch(head) is None:
             return None
-        request_line = _REQUEST_LINE.fullmatch(lines[0])
-        if request_line is None:
+        # Latin-1 keeps every byte (obs-text) as it came; values only travel upstream again or
+        # are compared with ASCII.
+        lines = head.decode("latin-1").split("\r\n")
+        if len(lines) > MAX_FIELDS + 1 or max(map(len, lines)) > self._limits.max_header_bytes:
             return None
         fields: dict[str, str] = {}
         for line in lines[1:]:
-            field = _FIELD_LINE.fullmatch(line)
-            if field is None:
-                return None
-            # Latin-1 keeps every byte (obs-text) as it came, as aiohttp's parser does not;
-            # values only travel upstream again or are compared with ASCII.
-            name = field[1].decode("ascii").lower()
-            value = field[2].decode("latin-1")
+            name, _, value = line.partition(":")
+            name = name.lower()
+            value = value.strip(" \t")
             fields[name] = f"{fields[name]}, {value}" if name in fields else value
-        target = request_line[2].decode("latin-1")
+        method, target, version = lines[0].split(" ")
         if target.startswith(ADMIN_PATHS) or not _HANDED_OFF_FIELDS.isdisjoint(fields):
             return None
         body_length = 0
         declared = fields.get("content-length")
         if declared is not None:
-            if not declared.isdigit() or len(declared) > 15:
+            if not (declared.isascii() and declared.isdigit()) or len(declared) > 15:
                 return None  # including "5, 5": aiohttp decides on repeated lengths
             body_length = int(declared)
             if body_length > MAX_FORWARDED_BODY:
                 return None
         connection = fields.get("connection", "").lower()
-        self._http11 = request_line[3] == b"1"
+        self._http11 = version == "HTTP/1.1"
         keep_alive = "close" not in connection if self._http11 else "keep-alive" in connection
-        method = request_line[1].decode("ascii")
         return method, target, fields, keep_alive, body_length
 
     # ---- answering -----------------------------------------------------------------------------
@@ -357,7 +365,7 @@ class EdgeConnection(LimitedConnection):
         head_only = method == "HEAD"
         if isinstance(answer, Answer) and not isinstance(answer.body, FetchBody):
             self._write_complete(answer, keep_alive, head_only)
-            self._factory.latency_of(path).observe(time.perf_counter() - started)
+            self._factory.latency.of_path(path).observe(time.perf_counter() - started)
             return
         self._busy = True
         self._waiting_for = request_id
@@ -386,7 +394,7 @@ class EdgeConnection(LimitedConnection):
         except (asyncio.CancelledError, ConnectionError):
             return  # the client left: connection_lost told the node
         finally:
-            self._factory.latency_of(path).observe(time.perf_counter() - started)
+            self._factory.latency.of_path(path).observe(time.perf_counter() - started)
             self._task = None
             self._busy = False
         if self._transport is not None and not self._transport.is_closing():
@@ -527,22 +535,30 @@ class EdgeConnection(LimitedConnection):
         self._arm_head_deadline()
         handler.data_received(data)
 
-    def _arm_head_deadline(self) -> None:
-        self._arm(self._limits.client_timeout, self._head_timed_out)
-        self._timing_head = True
+    # Deadlines are times, not timers: setting one is two assignments on the hit path, and the
+    # listener's sweep (every `DEADLINE_SWEEP_SECONDS`) acts on those that passed.
 
-    def _arm(self, delay: float, callback: Callable[[], None]) -> None:
-        self._disarm()
-        self._timer = asyncio.get_running_loop().call_later(delay, callback)
+    def _arm_head_deadline(self) -> None:
+        self.deadline = self._loop.time() + self._limits.client_timeout
+        self._on_deadline = self._head_timed_out
+        self._timing_head = True
+        self._factory.watch_deadlines()
+
+    def _arm_idle_deadline(self) -> None:
+        self.deadline = self._loop.time() + self._limits.keepalive_timeout
+        self._on_deadline = self._idle_timed_out
+        self._timing_head = False
+        self._factory.watch_deadlines()
 
     def _disarm(self) -> None:
         self._timing_head = False
-        if self._timer is not None:
-            self._timer.cancel()
-            self._timer = None
+        self.deadline = math.inf
+
+    def deadline_passed(self) -> None:
+        self.deadline = math.inf
+        self._on_deadline()
 
     def _head_timed_out(self) -> None:
-        self._timer = None
         self._timing_head = False
         if self._transport is None:
             return
@@ -556,7 +572,6 @@ class EdgeConnection(LimitedConnection):
             self._transport.close()
 
     def _idle_timed_out(self) -> None:
-        self._timer = None
         if self._transport is not None and self._handler is None and not self._busy:
             self._transport.close()
 
@@ -576,7 +591,7 @@ def _may_be_request(partial: bytearray) -> bool:
     end_of_line = partial.find(b"\r\n")
     if end_of_line < 0:
         return _PARTIAL_REQUEST_LINE.fullmatch(partial) is not None
-    return _REQUEST_LINE.fullmatch(partial, 0, end_of_line) is not None
+    return _WHOLE_REQUEST_LINE.fullmatch(partial, 0, end_of_line) is not None
 
 
 _TITLED: dict[str, str] = {}

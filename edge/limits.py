@@ -2,37 +2,33 @@
 
 Wired in two places: `install_limits` (called by `make_cache_app`) adds the rate-limit
 middleware and the metrics; `server_options` and `listen` (called by `deploy.serve`) configure
-aiohttp's request handler and put a guard in front of every connection.
+aiohttp's request handler and serve every connection with the app's `Listener` (for a cache
+node, `edge.http1`, which applies the same limits to the requests it answers itself).
 
 - **Request rate** (`rate_limit`, `rate_burst`): a token bucket per client address
-  (`request.remote`, `core.limits.RateLimiter`); past it, 429 with `Retry-After` (whole seconds,
-  at least 1) and the connection stays open. `/healthz` and `/readyz` are exempt: a load
-  balancer probing from an address its clients share (a NAT, a proxy) must see the node's
-  health, not that address's quota. Everything else counts, admin routes included (their
-  bearer tokens are not worth brute-forcing at line rate) and `/metrics`. `rate_limit = 0`
-  turns the limiter off. At most `RATE_LIMIT_CLIENTS` addresses are tracked (idle ones are
-  forgotten once their bucket is full; see `core.limits`).
-- **Connections** (`max_connections`): counted at the protocol level, in the guard. A
-  connection past the cap is aborted at once (TCP RST), before anything is read: no parser, no
-  task, no response, no TIME_WAIT on the node; the cheapest refusal when overloaded, and a
-  client or load balancer retries elsewhere. (A 503 would need the request read first, or a
-  lingering close so the reset does not destroy the answer: resources the cap is there to
-  save.) The listen backlog is not a cap: the kernel accepts up to it whatever we do.
-- **Head sizes** (`max_header_bytes`): aiohttp's `max_line_size` (request line) and
-  `max_field_size` (one header field); a longer one is answered by aiohttp itself with
-  400 Bad Request ("Got more than N bytes when reading ...") and the connection closed. At most
-  128 fields (aiohttp's `max_headers`, its default). Request bodies: `client_max_size` of the
-  application (413 past it).
-- **Slow clients** (`client_timeout`): aiohttp has no deadline for reading a request head, so
-  a client that dribbles one (slowloris) would hold its connection for as long as it likes.
-  The guard arms a timer when the connection opens and again when the first bytes of the next
-  request arrive after a response; the middleware cancels it as soon as a complete head has
-  been parsed (the handler starts). If it fires first the connection is closed
-  (`RequestHandler.force_close`, as aiohttp's own keep-alive timer does). Request bodies are
-  not under this deadline (the handler reads them; `sock_read`-like body timeouts are future
-  work).
-- **Idle keep-alive** (`keepalive_timeout`): aiohttp's `keepalive_timeout` handler argument
-  closes a connection idle for that long after a response (0: no keep-alive).
+  (`core.limits.RateLimiter`); past it, 429 with `Retry-After` (whole seconds, at least 1) and
+  the connection stays open. `/healthz` and `/readyz` are exempt: a load balancer probing from
+  an address its clients share (a NAT, a proxy) must see the node's health, not that address's
+  quota. Everything else counts, admin routes included (their bearer tokens are not worth
+  brute-forcing at line rate) and `/metrics`. `rate_limit = 0` turns the limiter off. At most
+  `RATE_LIMIT_CLIENTS` addresses are tracked (idle ones are forgotten once their bucket is
+  full; see `core.limits`).
+- **Connections** (`max_connections`): counted at the protocol level. A connection past the
+  cap is aborted at once (TCP RST), before anything is read: no parser, no task, no response,
+  no TIME_WAIT on the node; the cheapest refusal when overloaded, and a client or load balancer
+  retries elsewhere. (A 503 would need the request read first, or a lingering close so the
+  reset does not destroy the answer: resources the cap is there to save.) The listen backlog is
+  not a cap: the kernel accepts up to it whatever we do.
+- **Head sizes** (`max_header_bytes`): the longest request line or field line; aiohttp's
+  `max_line_size` and `max_field_size` answer a longer one with 400 Bad Request and close the
+  connection (the lean protocol hands such a head to aiohttp). At most 128 fields. Request
+  bodies: `client_max_size` of the application (413 past it).
+- **Slow clients** (`client_timeout`): a request head must arrive within this many seconds of
+  its first byte (or of the connection's opening): a client that dribbles one (slowloris) is
+  disconnected. For connections aiohttp serves, the middleware tells the protocol when a
+  complete head has been parsed (`LimitedConnection.head_received`).
+- **Idle keep-alive** (`keepalive_timeout`): a connection idle for that long after a response
+  is closed (0: no keep-alive).
 """
 
 import abc

@@ -146,6 +146,9 @@ class CommandRunner:
         """The request `ask` is feeding: its answer, if given at once, goes to `_immediate`."""
         self._immediate: Answer | None = None
         self.bytes_served = 0
+        self.flush_on_close = True
+        """Demote the memory tier to disk on close (not when handing over to a new generation
+        of workers: they have indexed the disk tier already, and would not see the records)."""
         self.request_bodies: dict[int, bytes] = {}
         """Bodies of unsafe requests, forwarded by their pass-through fetch."""
         self._fetches: dict[int, _FetchRun] = {}
@@ -201,12 +204,13 @@ class CommandRunner:
             self._requests[event.request_id] = event
         self.execute(self.node.handle(event))
 
-    def restore_from_disk(self) -> int:
-        """Tell the node about every whole record in the disk tier (at start); how many."""
+    def restore_from_disk(self, share: int = 0, shares: int = 1) -> int:
+        """Tell the node about every whole record of its share of the disk tier (at start);
+        how many. Worker `share` of `shares` takes the records `DiskTier.scan` gives it."""
         if self._disk is None:
             return 0
         found = 0
-        for record in self._disk.scan():
+        for record in self._disk.scan(share, shares):
             self.feed(StoredObjectFound(record.object_id, record.metadata, self.now()))
             found += 1
         return found
@@ -458,7 +462,8 @@ class CommandRunner:
             self._timer.cancel()
         # What memory holds goes to the disk tier, and records being written finish: a restart
         # finds the warm cache again.
-        self.feed(ShuttingDown(self.now()))
+        if self.flush_on_close:
+            self.feed(ShuttingDown(self.now()))
         await asyncio.gather(*self._disk_writes.values(), return_exceptions=True)
         for task in list(self._tasks):
             task.cancel()

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from edge.disk import MAGIC, CorruptRecord, DiskTier
+from edge.disk import ABANDONED_TEMP_SECONDS, MAGIC, CorruptRecord, DiskTier
 
 META = {"key": "/v/abc/360p/seg_00001.m4s", "status": 200, "headers": {"etag": '"a"'}}
 BODY = bytes(range(256)) * 4096  # 1 MiB
@@ -83,10 +83,27 @@ def test_same_size_corruption_is_caught_by_the_checksum(tmp_path: Path) -> None:
 def test_unfinished_writes_are_cleaned_up_and_never_read(tmp_path: Path) -> None:
     tier = DiskTier(tmp_path)
     info = tier.write("obj", META, BODY)
-    leftover = info.path.with_name(".tmp-deadbeef")
-    leftover.write_bytes(MAGIC + b"half")
+    abandoned = info.path.with_name(".tmp-deadbeef")
+    abandoned.write_bytes(MAGIC + b"half")
+    old = time.time() - ABANDONED_TEMP_SECONDS - 1
+    os.utime(abandoned, (old, old))
+    # A recent one may be another worker's write in progress: it is left alone.
+    in_progress = info.path.with_name(".tmp-cafebabe")
+    in_progress.write_bytes(MAGIC + b"half")
     assert [r.object_id for r in tier.scan()] == ["obj"]
-    assert not leftover.exists()
+    assert not abandoned.exists()
+    assert in_progress.exists()
+
+
+def test_workers_share_out_the_records_each_to_exactly_one(tmp_path: Path) -> None:
+    tier = DiskTier(tmp_path)
+    ids = {f"object-{n}" for n in range(60)}
+    for object_id in ids:
+        tier.write(object_id, META, BODY)
+    shares = [{r.object_id for r in tier.scan(share, 3)} for share in range(3)]
+    assert set().union(*shares) == ids
+    assert sum(len(share) for share in shares) == len(ids)
+    assert all(share for share in shares)  # 60 records: each worker gets some
 
 
 def test_an_open_record_keeps_its_bytes_when_replaced(tmp_path: Path) -> None:

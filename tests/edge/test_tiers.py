@@ -12,6 +12,7 @@ every tier admits.
 import asyncio
 import dataclasses
 import json
+import os
 from collections import Counter
 from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
@@ -373,6 +374,7 @@ async def test_health_reports_tier_name_and_upstreams(
             "kind": "edge",
             "name": "edge-1",
             "upstreams": [stack.regional.url],
+            "worker": {"index": 0, "of": 1, "pid": os.getpid()},
         }
     async with http.get(stack.regional.url + "/healthz") as response:
         assert (await response.json())["kind"] == "regional"
