@@ -117,7 +117,14 @@ class CacheNodeConfig:
         "secrets verifying signed URLs (HMAC-SHA256); two during a rotation (empty: none)",
     )
     require_signed: bool = _opt(False, "refuse (403) media requests without a valid signed URL")
-    max_connections: int = _opt(10_000, "client connections served at once", min=1)
+    workers: int = _opt(
+        1,
+        "processes serving the node's port together (SO_REUSEPORT), splitting memory_bytes "
+        "and disk_bytes; 0: one per CPU",
+        min=0,
+        max=256,
+    )
+    max_connections: int = _opt(10_000, "client connections served at once (per worker)", min=1)
     rate_limit: float = _opt(0.0, "requests/s each client address may make (0: unlimited)", min=0.0)
     rate_burst: int = _opt(200, "requests a client may make at once above its rate", min=1)
     client_timeout: float = _opt(

@@ -13,13 +13,23 @@ import time
 import tomllib
 from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import uvloop
 
-from core.config import ConfigError, ShoalConfig, dump_config, load_config, nest_override
+from core.config import (
+    CacheNodeConfig,
+    ConfigError,
+    ShoalConfig,
+    dump_config,
+    load_config,
+    nest_override,
+)
 from core.config import parse_override as split_override
 from origin.store.base import StoreError
+
+if TYPE_CHECKING:
+    from edge.app import WorkerSlot
 
 EXIT_CONFIG_ERROR = 2
 
@@ -224,31 +234,74 @@ def _run_origin(args: argparse.Namespace) -> int:
 
 
 def _run_edge(args: argparse.Namespace) -> int:
-    from deploy.serve import serve
-    from edge.app import make_cache_app
+    from deploy.workers import Supervisor, WorkerMain, worker_count
+
+    def node_config() -> CacheNodeConfig:
+        config = resolve_config(args.config, args.overrides, _node_flags(args, args.tier))
+        node: CacheNodeConfig = getattr(config, args.tier)
+        return node
 
     config = resolve_config(args.config, args.overrides, _node_flags(args, args.tier))
     _setup_logging(config)
-    node = getattr(config, args.tier)
+    node = node_config()
     name = args.name or args.tier
-    app = make_cache_app(node, tier=args.tier, name=name)
+    count = worker_count(node.workers)
+    if count == 1:
+        _serve_cache_node(node, args.tier, name, announce=args.announce, port=node.port)
+        return 0
+
+    def load() -> WorkerMain:
+        # Read again on every (re)load: SIGHUP applies an edited configuration file.
+        fresh = node_config()
+
+        def main(slot: "WorkerSlot", port: int, announce: Path) -> None:
+            _serve_cache_node(fresh, args.tier, name, announce=announce, port=port, worker=slot)
+
+        return main
+
+    supervisor = Supervisor(
+        load, count, host=node.host, port=node.port, kind=args.tier, name=name,
+        announce=args.announce,
+    )  # fmt: skip
+    return supervisor.run()
+
+
+def _serve_cache_node(
+    node: CacheNodeConfig,
+    tier: str,
+    name: str,
+    *,
+    announce: Path | None,
+    port: int,
+    worker: "WorkerSlot | None" = None,
+) -> None:
+    from deploy.serve import serve
+    from edge.app import RUNNER, make_cache_app
+
+    app = make_cache_app(node, tier=tier, name=name, worker=worker)
     start_h3 = None
-    if node.http3:
+    # One QUIC listener per node: UDP has no accept to share out, so the first worker has it.
+    if node.http3 and (worker is None or worker.index == 0):
         from edge.h3 import enable_http3
 
         start_h3 = enable_http3(app, node)
+
+    def hand_over() -> None:
+        app[RUNNER].flush_on_close = False
+
     uvloop.run(
         serve(
             app,
             host=node.host,
-            port=node.port,
-            kind=args.tier,
+            port=port,
+            kind=tier,
             name=name,
-            announce=args.announce,
+            announce=announce,
             after_bind=start_h3,
+            reuse_port=worker is not None,
+            on_handover=hand_over if worker is not None else None,
         )
     )
-    return 0
 
 
 def _run_samples(args: argparse.Namespace) -> int:

@@ -7,8 +7,6 @@ of them: edges first, then SIGKILL for any that ignore SIGTERM. Each child also 
 to SIGTERM it if this process dies, so even a SIGKILLed `shoal up` leaves no orphans.
 """
 
-import contextlib
-import ctypes
 import dataclasses
 import json
 import secrets
@@ -24,9 +22,9 @@ from pathlib import Path
 from types import FrameType
 
 from core.config import ShoalConfig, dump_config
+from deploy.workers import die_with_parent
 
 STOP_GRACE_SECONDS = 10.0
-_PR_SET_PDEATHSIG = 1
 
 
 class StackError(RuntimeError):
@@ -42,13 +40,6 @@ class Node:
     announce: Path
     url: str = ""
     upstream_names: list[str] = field(default_factory=list)
-
-
-def _die_with_parent() -> None:
-    # Runs in the child between fork and exec (Linux only; harmless no-op elsewhere).
-    with contextlib.suppress(OSError, AttributeError):
-        libc = ctypes.CDLL(None, use_errno=True)
-        libc.prctl(_PR_SET_PDEATHSIG, signal.SIGTERM)
 
 
 class LocalStack:
@@ -90,7 +81,7 @@ class LocalStack:
             command += ["--upstream", upstream.url]
         if fallback is not None:
             command += ["--origin", fallback.url]
-        process = subprocess.Popen(command, preexec_fn=_die_with_parent, stdin=subprocess.DEVNULL)
+        process = subprocess.Popen(command, preexec_fn=die_with_parent, stdin=subprocess.DEVNULL)
         node = Node(name, kind, [u.url for u in upstreams], process, announce)
         node.upstream_names = [u.name for u in upstreams]
         self.nodes.append(node)

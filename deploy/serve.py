@@ -43,7 +43,13 @@ async def serve(
     name: str,
     announce: Path | None,
     after_bind: AfterBind | None = None,
+    reuse_port: bool = False,
+    on_handover: Callable[[], None] | None = None,
 ) -> None:
+    """Serve `app` until SIGTERM or SIGINT, then let open responses finish and stop.
+
+    `reuse_port`: bind with SO_REUSEPORT, beside the other workers of the node. `on_handover`:
+    also stop on SIGUSR2, calling this first (a worker replaced by a new generation)."""
     # A cache node's client limits (edge.limits) configure aiohttp's request handler here and
     # guard every connection in `listen`; an app without limits (the origin) is served as is.
     runner = web.AppRunner(
@@ -53,7 +59,7 @@ async def serve(
     listener: asyncio.Server | None = None
     stop_beside: Callable[[], None] | None = None
     try:
-        listener = await listen(runner, host, port)
+        listener = await listen(runner, host, port, reuse_port=reuse_port)
         bound_host, bound_port = listener.sockets[0].getsockname()[:2]
         if after_bind is not None:
             stop_beside = await after_bind(bound_host, bound_port)
@@ -61,8 +67,10 @@ async def serve(
         log.info("%s (%s) listening on %s", name, kind, url)
         if announce is not None:
             write_announce(announce, {"kind": kind, "name": name, "url": url, "pid": os.getpid()})
-        await _wait_for_stop_signal()
-        log.info("%s: stopping", name)
+        stopped_by = await wait_for_stop_signal(handover=on_handover is not None)
+        if stopped_by == signal.SIGUSR2 and on_handover is not None:
+            on_handover()
+        log.info("%s: stopping (%s)", name, signal.Signals(stopped_by).name)
     finally:
         if stop_beside is not None:
             stop_beside()
@@ -78,13 +86,20 @@ def _url_host(host: str) -> str:
     return f"[{host}]" if ":" in host else host
 
 
-async def _wait_for_stop_signal() -> None:
-    stop = asyncio.Event()
+async def wait_for_stop_signal(*, handover: bool) -> int:
+    """The number of the first stop signal received (SIGUSR2 too when `handover`)."""
     loop = asyncio.get_running_loop()
-    for signum in (signal.SIGTERM, signal.SIGINT):
-        loop.add_signal_handler(signum, stop.set)
+    received: asyncio.Future[int] = loop.create_future()
+    signals = (signal.SIGTERM, signal.SIGINT, *((signal.SIGUSR2,) if handover else ()))
+
+    def stop(signum: int) -> None:
+        if not received.done():
+            received.set_result(signum)
+
+    for signum in signals:
+        loop.add_signal_handler(signum, stop, signum)
     try:
-        await stop.wait()
+        return await received
     finally:
-        for signum in (signal.SIGTERM, signal.SIGINT):
+        for signum in signals:
             loop.remove_signal_handler(signum)

@@ -134,7 +134,12 @@ LISTENER = web.AppKey("listener", Listener)
 
 
 async def listen(
-    runner: web.AppRunner, host: str, port: int, *, backlog: int = LISTEN_BACKLOG
+    runner: web.AppRunner,
+    host: str,
+    port: int,
+    *,
+    backlog: int = LISTEN_BACKLOG,
+    reuse_port: bool = False,
 ) -> asyncio.Server:
     """Listen on `host`:`port` for the runner's (set up) server, with the app's `Listener` when
     it has one. Close the returned server, then `drain`, before `runner.cleanup()`."""
@@ -144,7 +149,7 @@ async def listen(
     listener = runner.app.get(LISTENER)
     factory = server if listener is None else listener.protocol_factory(server)
     return await asyncio.get_running_loop().create_server(
-        factory, host, port, backlog=backlog, reuse_address=True
+        factory, host, port, backlog=backlog, reuse_address=True, reuse_port=reuse_port or None
     )
 
 
