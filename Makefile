@@ -5,7 +5,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 # Debian packages the stack and the tests need, as `command:package`.
-SYSTEM_DEPS := ffmpeg:ffmpeg ffprobe:ffmpeg
+SYSTEM_DEPS := ffmpeg:ffmpeg ffprobe:ffmpeg redis-server:redis-server
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
 .PHONY: up test lint typecheck imports unit system-deps venv clean
