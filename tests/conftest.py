@@ -6,7 +6,15 @@ from collections.abc import Iterator
 import pytest
 
 from origin.store.s3 import S3Store
-from tests.support import S3Endpoint, SeaweedFS, SeaweedFSError, find_weed
+from tests.support import (
+    RedisServer,
+    RedisServerError,
+    S3Endpoint,
+    SeaweedFS,
+    SeaweedFSError,
+    find_redis_server,
+    find_weed,
+)
 
 
 @pytest.fixture(scope="session")
@@ -45,3 +53,24 @@ def s3_store(seaweedfs: S3Endpoint) -> Iterator[S3Store]:
     )
     yield store
     store.close()
+
+
+@pytest.fixture(scope="session")
+def redis_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """A throwaway redis-server on a free 127.0.0.1 port for this session (per xdist worker):
+    no persistence, killed at the end. Yields e.g. `redis://127.0.0.1:PORT/0`; tests isolate
+    themselves by key names. Fails, rather than skips, when the binary is missing: the Redis
+    job queue is part of the product and must not go untested unnoticed.
+    """
+    binary = find_redis_server()
+    if binary is None:
+        pytest.fail("redis-server not found: apt-get install redis-server", pytrace=False)
+    server = RedisServer(binary, tmp_path_factory.mktemp("redis"))
+    try:
+        url = server.start()
+    except RedisServerError as error:
+        pytest.fail(str(error), pytrace=False)
+    try:
+        yield url
+    finally:
+        server.stop()

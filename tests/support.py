@@ -260,3 +260,95 @@ class SeaweedFS:
         for service, port in zip(_SERVICES, self._grpc_ports, strict=True):
             Path(f"/tmp/seaweedfs-{service}-grpc-{port}.sock").unlink(missing_ok=True)
         self._grpc_ports = []
+
+
+def find_redis_server() -> str | None:
+    """The `redis-server` binary (Debian package redis-server) on PATH."""
+    return shutil.which("redis-server")
+
+
+class RedisServerError(RuntimeError):
+    """redis-server did not start; the message ends with the tail of its log."""
+
+
+class RedisServer:
+    """One throwaway `redis-server` on a free 127.0.0.1 port: no persistence, files in `workdir`."""
+
+    def __init__(self, binary: str, workdir: Path) -> None:
+        self.binary = binary
+        self.workdir = workdir
+        self.log_path = workdir / "redis.log"
+        self._process: subprocess.Popen[bytes] | None = None
+
+    def start(self, timeout: float = 10.0) -> str:
+        """Start the server, wait until it answers PING, return its URL (database 0).
+
+        A port taken between choosing it and redis binding it makes redis exit; the start is
+        then retried on a fresh port.
+        """
+        attempt = 1
+        while True:
+            port = free_port()
+            self.log_path = self.workdir / f"redis-{attempt}.log"
+            command = [
+                self.binary,
+                "--port", str(port),
+                "--bind", "127.0.0.1",
+                "--save", "",  # no RDB snapshots: the data is thrown away
+                "--appendonly", "no",
+                "--dir", str(self.workdir),
+                "--logfile", str(self.log_path),
+            ]  # fmt: skip
+            # As for weed: the kernel kills the server if the test process dies uncleanly.
+            setpriv = shutil.which("setpriv")
+            if setpriv is not None:
+                command = [setpriv, "--pdeathsig", "KILL", *command]
+            self._process = subprocess.Popen(
+                command,
+                stdin=subprocess.DEVNULL,
+                stdout=subprocess.DEVNULL,
+                stderr=subprocess.STDOUT,
+            )
+            try:
+                self._wait_until_ready(port, timeout)
+                return f"redis://127.0.0.1:{port}/0"
+            except RedisServerError:
+                port_taken = "Address already in use" in self._log_text()
+                self.stop()
+                if not port_taken or attempt == _START_ATTEMPTS:
+                    raise
+            attempt += 1
+
+    def _wait_until_ready(self, port: int, timeout: float) -> None:
+        assert self._process is not None
+        deadline = time.monotonic() + timeout
+        while True:
+            if self._process.poll() is not None:
+                raise self._failure(f"redis-server exited with status {self._process.returncode}")
+            # A raw RESP PING: the readiness check depends on nothing but the socket.
+            try:
+                with socket.create_connection(("127.0.0.1", port), timeout=1.0) as sock:
+                    sock.sendall(b"PING\r\n")
+                    if sock.recv(64).startswith(b"+PONG"):
+                        return
+            except OSError as error:
+                if time.monotonic() > deadline:
+                    raise self._failure(f"no PONG after {timeout:.0f} s: {error}") from None
+            time.sleep(0.02)
+
+    def _log_text(self) -> str:
+        return self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
+
+    def _failure(self, problem: str) -> RedisServerError:
+        tail = "\n".join(self._log_text().splitlines()[-_LOG_TAIL_LINES:])
+        return RedisServerError(
+            f"redis-server did not start: {problem}\n--- {self.log_path} ---\n{tail}"
+        )
+
+    def stop(self) -> None:
+        """Kill the server: its data is thrown away, so there is nothing to shut down cleanly."""
+        if self._process is not None:
+            if self._process.poll() is None:
+                self._process.kill()
+            self._process.wait()
+            self._process = None
