@@ -76,6 +76,40 @@ class OriginConfig:
 
 
 @dataclass(frozen=True)
+class UploadsConfig:
+    """Creators' uploads into the origin: tus, the catalog, the transcode queue, moderation."""
+
+    staging_path: str = _opt("", "directory of uploads in progress (empty: <data dir>/uploads)")
+    catalog_path: str = _opt(
+        "", "SQLite file of the metadata catalog (empty: <data dir>/catalog.sqlite)"
+    )
+    max_bytes: int = _opt(GIB, "largest upload accepted, bytes (413 past it)", min=1)
+    expiration: float = _opt(
+        86_400.0, "seconds an unfinished upload is kept before it expires", min=1.0
+    )
+    tokens: list[str] = _list_opt(
+        ["demo:demo-token"],
+        "bearer tokens of creators as 'user:token' (the default is a demo token: replace it)",
+    )
+    admin_token: str = _opt("", "bearer token of the moderation API (empty: disabled)")
+    queue_url: str = _opt(
+        "", "job queue: empty for in-process, or redis://host:port/db for Redis Streams"
+    )
+    workers: int = _opt(
+        1, "transcode workers the origin runs itself (0: none; run `shoal worker`)", min=0, max=64
+    )
+    reclaim_after: float = _opt(
+        600.0, "seconds before a job held by a silent worker is given to another", min=0.1
+    )
+    work_path: str = _opt("", "directory for transcodes in progress (empty: the system's temp)")
+    max_duration: float = _opt(600.0, "longest video accepted, seconds", min=1.0)
+    blocked_words: list[str] = _list_opt([], "words that hold a video for moderation")
+    blocked_hashes: list[str] = _list_opt(
+        [], "SHA-256 of sources that are held for moderation on upload"
+    )
+
+
+@dataclass(frozen=True)
 class CacheNodeConfig:
     """An edge or regional node; both tiers run the same code with different settings."""
 
@@ -165,6 +199,7 @@ class ShoalConfig:
     log: LogConfig = _section(LogConfig, "logging")
     store: StoreConfig = _section(StoreConfig, "content store (origin)")
     origin: OriginConfig = _section(OriginConfig, "origin node")
+    uploads: UploadsConfig = _section(UploadsConfig, "uploads and transcoding (origin)")
     regional: CacheNodeConfig = _section(_regional_defaults, "regional (shield) cache nodes")
     edge: CacheNodeConfig = _section(_edge_defaults, "edge cache nodes")
     up: UpConfig = _section(UpConfig, "the local stack started by `shoal up`")

@@ -26,6 +26,7 @@ from core.config import (
     nest_override,
 )
 from core.config import parse_override as split_override
+from deploy.upload import add_upload_arguments, run_upload
 from origin.store.base import StoreError
 
 if TYPE_CHECKING:
@@ -132,10 +133,32 @@ def build_parser() -> argparse.ArgumentParser:
         "origin",
         help="run an origin node serving HLS packages from the content store",
         description="Serve the content store's HLS packages under /v/<video>/... "
-        "with caching headers, ranges and conditional requests.",
+        "with caching headers, ranges and conditional requests; take creators' uploads "
+        "(tus at /files/), transcode them and answer the video API (/api/...).",
     )
     _add_config_options(origin)
     _add_node_options(origin)
+
+    worker = commands.add_parser(
+        "worker",
+        help="run transcode workers that take jobs from the shared queue",
+        description="Claim transcode jobs from uploads.queue_url (Redis Streams) and turn "
+        "uploaded sources into HLS packages, beside the origin's own workers. Needs the "
+        "origin's catalog and content store.",
+    )
+    _add_config_options(worker)
+    worker.add_argument("--count", type=int, help="workers in this process (default 1)")
+    worker.add_argument("--name", help="consumer name in the queue (default worker-<pid>)")
+
+    upload = commands.add_parser(
+        "upload",
+        help="upload a video (resumable), wait until it is ready, print its playback URL",
+        description="Upload FILE to the origin with the tus protocol, showing progress. If "
+        "interrupted, running the same command again resumes where it stopped. Then wait "
+        "for transcoding and print the playback URL.",
+    )
+    _add_config_options(upload)
+    add_upload_arguments(upload)
 
     edge = commands.add_parser(
         "edge",
@@ -212,12 +235,14 @@ def _run_origin(args: argparse.Namespace) -> int:
     from deploy.serve import serve
     from origin.app import make_origin_app
     from origin.store import open_store
+    from origin.uploads import install_uploads
 
     config = resolve_config(args.config, args.overrides, _node_flags(args, "origin"))
     _setup_logging(config)
     store = open_store(config.store, default_store_root())
     try:
         app = make_origin_app(store, config.origin)
+        install_uploads(app, store, config.uploads, default_data_dir())
         uvloop.run(
             serve(
                 app,
@@ -304,6 +329,47 @@ def _serve_cache_node(
     )
 
 
+def _run_worker(args: argparse.Namespace) -> int:
+    from origin.store import open_store
+    from origin.uploads import open_pipeline, run_workers
+
+    config = resolve_config(args.config, args.overrides)
+    _setup_logging(config)
+    if not config.uploads.queue_url:
+        raise ConfigError("uploads.queue_url", "separate workers need a shared queue (redis://...)")
+    count = 1 if args.count is None else args.count
+    if count < 1:
+        raise ConfigError("--count", "expected at least 1 worker")
+    name = args.name or f"worker-{os.getpid()}"
+    store = open_store(config.store, default_store_root())
+    pipeline = open_pipeline(store, config.uploads, default_data_dir())
+
+    async def work() -> None:
+        from deploy.serve import wait_for_stop_signal
+
+        async for _ in run_workers(pipeline, count, name):
+            logging.getLogger("shoal.worker").info("%s: %d workers running", name, count)
+            await wait_for_stop_signal(handover=False)
+        await pipeline.queue.close()
+
+    try:
+        uvloop.run(work())
+    finally:
+        pipeline.catalog.close()
+        store.close()
+    return 0
+
+
+def _run_upload(args: argparse.Namespace) -> int:
+    config = resolve_config(args.config, args.overrides)
+    host = config.origin.host
+    origin = f"http://{f'[{host}]' if ':' in host else host}:{config.origin.port}"
+    tokens = config.uploads.tokens
+    token = os.environ.get("SHOAL_TOKEN") or (tokens[0].partition(":")[2] if tokens else "")
+    status: int = run_upload(args, default_origin=origin, default_token=token)
+    return status
+
+
 def _run_samples(args: argparse.Namespace) -> int:
     from origin.samples import ensure_samples
     from origin.store import open_store
@@ -361,6 +427,8 @@ _COMMANDS = {
     "up": _run_up,
     "origin": _run_origin,
     "edge": _run_edge,
+    "worker": _run_worker,
+    "upload": _run_upload,
     "samples": _run_samples,
     "sign": _run_sign,
     "config": _run_config,

@@ -69,6 +69,10 @@ ALLOW = "GET, HEAD"
 READ_ATTEMPTS = 3
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+PackageVisibility = Callable[[str], bool | None]
+VISIBILITY: web.AppKey[PackageVisibility] = web.AppKey("visibility")
+"""Whether a package (`/v/<package>/...`) may be served: False hides it (a video processing,
+held or rejected); None or True serve it (see `origin.uploads`)."""
 
 
 def make_origin_app(store: ContentStore, config: OriginConfig) -> web.Application:
@@ -112,6 +116,10 @@ async def _serve_video(request: web.Request) -> web.StreamResponse:
         key = validate_key(VIDEO_KEY_PREFIX + request.match_info["tail"])
     except InvalidKey as exc:
         return _error(400, f"bad object name: {exc}")
+    visible = request.app.get(VISIBILITY)
+    if visible is not None and visible(request.match_info["tail"].split("/", 1)[0]) is False:
+        # Not `no such object` for caches to remember: it may be approved any moment.
+        return _error(404, "no such video", {"Cache-Control": "no-store"})
     store = request.app[STORE]
     try:
         for _ in range(READ_ATTEMPTS):

@@ -1,13 +1,18 @@
-"""Packaging with real ffmpeg: an aligned fMP4 ladder, a measured master, an atomic publish."""
+"""Packaging with real ffmpeg: an aligned fMP4 ladder, a measured master, an atomic publish; and
+the pure parts of the ladder: which rungs a source gets, at which frame rate."""
 
+import itertools
 import json
 import subprocess
+from fractions import Fraction
 from pathlib import Path
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from manifests import parse_master, parse_media
-from origin.ladder import PackagingError, Rung, package_video
+from origin.ladder import PackagingError, Rung, output_frame_rate, package_video, plan_ladder
 from origin.store.fs import FilesystemStore
 
 RUNGS = (Rung("180p", 180, 320, 300, audio_kbps=64), Rung("360p", 360, 640, 600, audio_kbps=64))
@@ -97,3 +102,93 @@ def test_a_failed_encode_publishes_nothing(tmp_path: Path) -> None:
     with pytest.raises(PackagingError, match="ffmpeg exited"):
         package_video(store, "junk", ["-i", str(not_a_video)], RUNGS, audio_input=0)
     assert list(store.list("videos/")) == []
+
+
+# ---- plan_ladder and output_frame_rate ----------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("width", "height", "expected"),
+    [
+        (360, 640, [("360p", 360, 640, 680)]),
+        (720, 1280, [("360p", 360, 640, 680), ("720p", 720, 1280, 2370)]),
+        (
+            1920,
+            1080,
+            [("360p", 640, 360, 680), ("720p", 1280, 720, 2370), ("1080p", 1920, 1080, 4910)],
+        ),
+        (
+            3840,
+            2160,
+            [("360p", 640, 360, 680), ("720p", 1280, 720, 2370), ("1080p", 1920, 1080, 4910)],
+        ),
+        (
+            1080,
+            1080,
+            [("360p", 360, 360, 680), ("720p", 720, 720, 2370), ("1080p", 1080, 1080, 4910)],
+        ),
+        (719, 1279, [("360p", 360, 640, 680)]),
+        (241, 427, [("240p", 240, 426, 302)]),
+    ],
+)
+def test_plan_ladder(width: int, height: int, expected: list[tuple[str, int, int, int]]) -> None:
+    rungs = plan_ladder(width, height)
+    assert [(r.name, r.width, r.height, r.video_kbps) for r in rungs] == expected
+
+
+@given(st.integers(2, 4096), st.integers(2, 4096))
+def test_plan_ladder_keeps_the_picture_and_never_upscales(width: int, height: int) -> None:
+    rungs = plan_ladder(width, height)
+    short, long = min(width, height), max(width, height)
+    named = [side for side in (360, 720, 1080) if side <= short] or [short - short % 2]
+    assert [rung.name for rung in rungs] == [f"{side}p" for side in named]
+    for rung, side in zip(rungs, named, strict=True):
+        assert rung.width % 2 == 0 and rung.height % 2 == 0 and min(rung.width, rung.height) > 0
+        assert rung.width <= width and rung.height <= height
+        assert (rung.width <= rung.height) == (width <= height) or width == height
+        rung_short, rung_long = min(rung.width, rung.height), max(rung.width, rung.height)
+        assert rung_short == side
+        # The aspect ratio, to the rounding of the long side to an even number of pixels.
+        assert abs(rung_long - long * side / short) <= 2
+    assert all(a.video_kbps < b.video_kbps for a, b in itertools.pairwise(rungs))
+    assert all(a.width < b.width and a.height < b.height for a, b in itertools.pairwise(rungs))
+
+
+def test_plan_ladder_refuses_a_size_without_pixels() -> None:
+    with pytest.raises(ValueError, match="0x640"):
+        plan_ladder(0, 640)
+
+
+SMALL = plan_ladder(360, 640)
+LARGE = plan_ladder(720, 1280)
+
+
+@pytest.mark.parametrize(
+    ("source", "rungs", "expected"),
+    [
+        (Fraction(30), SMALL, Fraction(30)),
+        (Fraction(60), SMALL, Fraction(30)),
+        (Fraction(60), LARGE, Fraction(60)),
+        (Fraction(120), LARGE, Fraction(60)),
+        (Fraction(240), SMALL, Fraction(30)),
+        (Fraction(100), LARGE, Fraction(50)),
+        (Fraction(50), SMALL, Fraction(25)),
+        (Fraction(25), LARGE, Fraction(25)),
+        (Fraction(60000, 1001), SMALL, Fraction(30000, 1001)),
+        (Fraction(2997, 100), SMALL, Fraction(30000, 1001)),  # within 2%: snapped
+        (Fraction(61, 2), SMALL, Fraction(30)),  # 30.5 is 30 a little off
+        (Fraction(31), SMALL, Fraction(31, 2)),  # 31 is not: halved
+        (Fraction(7), SMALL, Fraction(7)),
+    ],
+)
+def test_output_frame_rate(source: Fraction, rungs: tuple[Rung, ...], expected: Fraction) -> None:
+    assert output_frame_rate(source, rungs) == expected
+
+
+@given(st.fractions(min_value=1, max_value=1000))
+def test_output_frame_rate_is_a_whole_fraction_of_the_source_within_the_cap(rate: Fraction) -> None:
+    for rungs, ceiling in ((SMALL, 30), (LARGE, 60)):
+        chosen = output_frame_rate(rate, rungs)
+        assert 0 < chosen <= ceiling
+        divisor = round(rate / chosen)
+        assert divisor >= 1 and abs(rate / divisor - chosen) <= chosen * Fraction(2, 100)
