@@ -9,8 +9,9 @@ Two comparisons, each in one run, medians over `--runs`:
    publishing every rung, catalog updates: from the end of the upload until the full ladder is
    in the catalog) against the very ffmpeg command the pipeline ran, run alone.
 
-The origin runs in this process (its uvloop on the main thread, the client in a thread), with
-one transcode worker, on a temporary filesystem store and catalog.
+The origins run in this process (their uvloop on the main thread, the client in a thread), on
+temporary filesystem stores and catalogs: one without workers takes the throughput uploads, one
+with a transcode worker the timed videos.
 
     .venv/bin/python bench/upload.py [--runs 3] [--size-mb 256] [--seconds 10]
 """
@@ -114,7 +115,8 @@ def ffmpeg_alone_seconds(command: list[str], source: Path, rungs: Sequence[str])
         shutil.rmtree(scratch, ignore_errors=True)
 
 
-async def serve(root: Path) -> tuple[web.AppRunner, str, VideoPipeline]:
+async def serve(root: Path, *, workers: int) -> tuple[web.AppRunner, str, VideoPipeline]:
+    root.mkdir()
     store = FilesystemStore(root / "store")
     config = UploadsConfig(
         staging_path=str(root / "uploads"),
@@ -122,6 +124,7 @@ async def serve(root: Path) -> tuple[web.AppRunner, str, VideoPipeline]:
         tokens=[f"bench:{TOKEN}"],
         work_path=str(root / "work"),
         max_bytes=64 * 1024**3,
+        workers=workers,
     )
     (root / "work").mkdir()
     app = make_origin_app(store, OriginConfig())
@@ -164,14 +167,17 @@ async def main_async(args: argparse.Namespace) -> None:
         clip = root / "clip.mp4"
         make_clip(clip, args.seconds)
         ladder = [rung.name for rung in plan_ladder(720, 1280)]
-        runner, url, pipeline = await serve(root)
+        # Two origins: the throughput uploads (random bytes, not videos) must not queue jobs
+        # in front of the transcodes being timed.
+        upload_runner, upload_url, _ = await serve(root / "uploads-only", workers=0)
+        runner, url, pipeline = await serve(root / "pipeline", workers=1)
         copies, uploads, pipelines, alones = [], [], [], []
         try:
             for run in range(1, args.runs + 1):
                 copies.append(raw_copy_seconds(big, root / "copy.bin"))
                 started = time.perf_counter()
                 await asyncio.to_thread(
-                    upload_file, big, origin=url, token=TOKEN, caption=f"big {run}",
+                    upload_file, big, origin=upload_url, token=TOKEN, caption=f"big {run}",
                     chunk_size=CHUNK, wait=False, state_file=root / "state.json",
                 )  # fmt: skip
                 uploads.append(time.perf_counter() - started)
@@ -197,6 +203,7 @@ async def main_async(args: argparse.Namespace) -> None:
                 )
         finally:
             await runner.cleanup()
+            await upload_runner.cleanup()
         size = args.size_mb
         copy_rate = size / statistics.median(copies)
         upload_rate = size / statistics.median(uploads)
