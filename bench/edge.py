@@ -161,6 +161,8 @@ def start_origin(procs: Processes, tmp: Path) -> str:
     argv = [
         str(SHOAL), "origin", "--port", "0", "--announce", str(announce),
         "--set", f'store.path="{tmp / "store"}"',
+        "--set", f'uploads.catalog_path="{tmp / "catalog.sqlite"}"',
+        "--set", f'uploads.staging_path="{tmp / "uploads"}"',
         "--set", "origin.playlist_max_age=3600",
         "--set", 'log.level="warning"',
     ]  # fmt: skip

@@ -1,6 +1,7 @@
 """The `shoal` command: help for every subcommand, layered configuration, exit status 2."""
 
 import json
+import os
 import signal
 import subprocess
 import sys
@@ -115,6 +116,8 @@ secret_access_key = "{seaweedfs.secret_access_key}"
         ],
         stderr=subprocess.PIPE,
         text=True,
+        # The origin's catalog and upload staging live in the data directory: the test's own.
+        env={**os.environ, "XDG_DATA_HOME": str(tmp_path / "data")},
     )
     try:
         deadline = time.monotonic() + 30

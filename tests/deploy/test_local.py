@@ -106,7 +106,12 @@ def test_ffprobe_plays_the_master_playlist_through_an_edge(stack: RunningStack) 
 
 def test_segments_travel_edge_regional_origin(stack: RunningStack) -> None:
     playlist = str(stack.status["playlists"][0]["url"])
-    segment_url = playlist.replace("master.m3u8", "360p/seg_00000.m4s")
+    # Segment names carry a per-encode tag: the rung's playlist says what the first one is.
+    media_url = playlist.replace("master.m3u8", "360p/index.m3u8")
+    with urllib.request.urlopen(media_url, timeout=10) as response:
+        lines = response.read().decode().splitlines()
+    first = next(line for line in lines if line and not line.startswith("#"))
+    segment_url = playlist.replace("master.m3u8", f"360p/{first}")
     with urllib.request.urlopen(segment_url, timeout=10) as response:
         assert response.status == 200
         assert response.headers["Via"] == "1.1 regional-1, 1.1 edge-1"
