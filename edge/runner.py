@@ -177,11 +177,23 @@ class CommandRunner:
         `body`: what an unsafe request carries, forwarded by its pass-through fetch. Every
         shell (HTTP/1.1, aiohttp, HTTP/3) asks here, so request ids are unique per node."""
         request_id = next(self._request_ids)
-        if body is not None:
+        event = RequestReceived(request_id, method, target, headers, self._clock())
+        if body is None:
+            commands = self.node.handle(event)
+            if len(commands) == 1 and type(commands[0]) is ServeStored:
+                # A memory hit, the common case: answered here, without the bookkeeping
+                # `execute` keeps for answers that come later (nor a timer to re-arm: a
+                # request changes no parent's health).
+                stored = self.memory.get(commands[0].object_id)
+                if stored is not None:
+                    return request_id, Answer(commands[0].delivery, stored)
+        else:
             self.request_bodies[request_id] = body
+            commands = None
         self._asking = request_id
         try:
-            self.feed(RequestReceived(request_id, method, target, headers, self._clock()))
+            self._requests[request_id] = event
+            self.execute(self.node.handle(event) if commands is None else commands)
         finally:
             self._asking = None
         answer = self._immediate
