@@ -183,8 +183,8 @@ class EdgeConnection(LimitedConnection):
                 self._arm_head_deadline()
             self._handler.data_received(data)
             return
-        if not self._buffer and not self._busy and not self._timing_head:
-            self._arm_head_deadline()  # the first bytes of a request: the rest must follow in time
+        # No deadline yet: a request that arrives whole (the usual case) never needs one;
+        # `_serve_buffered` starts it when it finds the head or body incomplete.
         self._buffer += data
         if self._busy:
             if len(self._buffer) > MAX_PIPELINED_BYTES and not self._reading_paused:
@@ -361,16 +361,15 @@ class EdgeConnection(LimitedConnection):
         if method in ("GET", "HEAD"):
             body = None
         request_id, answer = runner.ask(method, target, fields, body)
-        path = target.partition("?")[0]
         head_only = method == "HEAD"
         if isinstance(answer, Answer) and not isinstance(answer.body, FetchBody):
             self._write_complete(answer, keep_alive, head_only)
-            self._factory.latency.of_path(path).observe(time.perf_counter() - started)
+            self._factory.latency.of_path(target).observe(time.perf_counter() - started)
             return
         self._busy = True
         self._waiting_for = request_id
         self._task = asyncio.get_running_loop().create_task(
-            self._answer_later(answer, keep_alive, head_only, path, started)
+            self._answer_later(answer, keep_alive, head_only, target, started)
         )
 
     async def _answer_later(
@@ -404,8 +403,14 @@ class EdgeConnection(LimitedConnection):
         delivery = answer.delivery
         status = delivery.status
         parts = [_STATUS_LINES.get(status) or f"HTTP/1.1 {status} Unknown\r\n"]
-        for name, value in delivery.headers.items():
-            parts.append(f"{titled(name)}: {value}\r\n")
+        for field in delivery.headers.items():
+            line = _FIELD_LINES.get(field)
+            if line is None:
+                line = f"{titled(field[0])}: {field[1]}\r\n"
+                if len(_FIELD_LINES) >= MAX_FIELD_LINES:
+                    _FIELD_LINES.clear()  # values come from upstreams: stay bounded
+                _FIELD_LINES[field] = line
+            parts.append(line)
         if "date" not in delivery.headers:
             parts.append(self._factory.date_line())
         parts.append(self._factory.extra_fields)
@@ -594,6 +599,10 @@ def _may_be_request(partial: bytearray) -> bool:
     return _WHOLE_REQUEST_LINE.fullmatch(partial, 0, end_of_line) is not None
 
 
+_FIELD_LINES: dict[tuple[str, str], str] = {}
+"""Rendered field lines by (name, value): hits on one object repeat all of theirs but Age and
+Cache-Status, and those repeat for a second."""
+MAX_FIELD_LINES = 8192
 _TITLED: dict[str, str] = {}
 MAX_TITLED_NAMES = 1024
 """Field names whose title case is remembered (names come from upstreams: keep it bounded)."""

@@ -136,12 +136,14 @@ class LatencyByKind(Collector):
         return series
 
     def of_path(self, path: str) -> LatencySeries:
-        """The series of the kind of object `path` names (classified once per path)."""
+        """The series of the kind of object `path` names (classified once per path); a raw
+        target will do: its query does not change the kind."""
         series = self._by_path.get(path)
         if series is None:
             if len(self._by_path) >= MAX_REMEMBERED_PATHS:
                 self._by_path.clear()  # paths come from clients: stay bounded
-            series = self._by_path[path] = self.of_kind(classify(path).kind.value)
+            kind = classify(path.partition("?")[0]).kind.value
+            series = self._by_path[path] = self.of_kind(kind)
         return series
 
     def collect(self) -> Iterator[Metric]:
