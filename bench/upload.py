@@ -40,12 +40,11 @@ from deploy.upload import upload_file
 from origin.app import make_origin_app
 from origin.ladder import plan_ladder
 from origin.store.fs import FilesystemStore
+from origin.transcode import WORK_PREFIX
 from origin.uploads import PIPELINE, VideoPipeline, install_uploads
 
 TOKEN = "bench-token"
 CHUNK = 8 * 1024 * 1024
-WORK_MARK = "shoal-transcode-"
-"""The pipeline's per-transcode temporary directories start so (`origin.transcode`)."""
 
 
 def raw_copy_seconds(source: Path, destination: Path) -> float:
@@ -92,11 +91,11 @@ class Recorder:
 def ffmpeg_alone_seconds(command: list[str], source: Path, rungs: Sequence[str]) -> float:
     """Run a recorded ladder command again, alone: the same arguments, but reading a copy of
     `source` and writing into a directory of its own (made here, and the only one removed)."""
-    work_args = [arg for arg in command if WORK_MARK in arg]
+    work_args = [arg for arg in command if WORK_PREFIX in arg]
     if not work_args:
         raise RuntimeError("the recorded command names no transcode directory")
     first = work_args[0]
-    recorded_work = first[: first.index("/", first.index(WORK_MARK))]
+    recorded_work = first[: first.index("/", first.index(WORK_PREFIX))]
     scratch = Path(tempfile.mkdtemp(prefix="shoal-bench-alone-"))
     try:
         (scratch / "source").write_bytes(source.read_bytes())

@@ -27,6 +27,7 @@ from origin.catalog import VideoStatus
 from origin.store.base import ContentStore
 from origin.store.fs import FilesystemStore
 from origin.store.s3 import S3Store
+from origin.transcode import WORK_PREFIX
 from origin.uploads import PIPELINE, VideoPipeline, install_uploads
 from tests.edge.harness import Node, Served, node_config
 from tests.support import uses_seaweedfs
@@ -300,6 +301,10 @@ async def test_a_worker_killed_mid_transcode_leaves_its_job_to_another(
         doomed = start_worker("doomed")
         upload_id = await upload(origin, clip)
         video = await video_when(origin, upload_id, lambda v: v["status"] == "processing")
+        # Mid-transcode: the worker's encode directory exists (ffmpeg is starting or running).
+        async with asyncio.timeout(30):
+            while not list(tmp_path.glob(f"{WORK_PREFIX}*")):
+                await asyncio.sleep(0.02)
         os.kill(doomed.pid, signal.SIGKILL)
         doomed.wait()
         rescuer = start_worker("rescuer")
