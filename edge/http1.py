@@ -26,15 +26,17 @@ import http
 import math
 import re
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
 from typing import cast
 
 from aiohttp import web
 from aiohttp.web_protocol import RequestHandler
 
+from core.cache.node import CacheNode, PlainHit
 from core.http.conditional import http_date
 from edge.limits import ClientLimits, LimitedConnection, Listener
-from edge.metrics import LatencyByKind
+from edge.metrics import LatencyByKind, LatencySeries
 from edge.runner import Answer, CommandRunner, FetchAborted, FetchBody
 
 MAX_FORWARDED_BODY = 1024 * 1024
@@ -52,6 +54,11 @@ MAX_PIPELINED_BYTES = 256 * 1024
 """Bytes of further requests buffered while one is answered; reading pauses past it."""
 LARGE_BODY_BYTES = 64 * 1024
 """Bodies from this size on go to the transport beside their head, not copied into one write."""
+MAX_REPLAYS = 1024
+"""Distinct request heads whose plain-hit answers are kept rendered (`_Replay`)."""
+REPLAY_BODY_BYTES = 4096
+"""Bodies up to this size are kept in the rendered answer (a playlist); larger ones are joined
+to it from the memory tier on each write, so no replay keeps an evicted object alive."""
 
 _TOKEN = rb"[!#$%&'*+\-.^_`|~0-9A-Za-z]+"
 _REQUEST_LINE = rb"(?:" + _TOKEN + rb") /[^\x00-\x20\x7f]* HTTP/1\.[01]"
@@ -71,6 +78,22 @@ _STATUS_LINES = {
 _NO_BODY_STATUSES = frozenset({204, 304})
 
 
+@dataclass(slots=True)
+class _Replay:
+    """A request head seen before, byte for byte, that is plain (`CacheNode.is_plain_request`)
+    and HTTP/1.1 keep-alive: when its bytes arrive again, alone, they are not parsed again, and
+    while the node answers with an equal `PlainHit` the answer is not rendered again either
+    (Age and the ttl change once a second, so it is rendered about once a second)."""
+
+    target: str
+    method: str
+    latency: LatencySeries
+    hit: PlainHit | None = None
+    rendered: bytes = b""
+    """The head of `hit`'s answer, and its body when that is at most `REPLAY_BODY_BYTES`."""
+    body_rendered: bool = False
+
+
 class EdgeListener(Listener):
     """Makes the protocol of each connection of a cache node's listener, and drains them."""
 
@@ -86,9 +109,16 @@ class EdgeListener(Listener):
         self._sweep: asyncio.TimerHandle | None = None
         self.extra_fields = ""
         """Field lines every response carries (`Alt-Svc` once HTTP/3 listens)."""
+        self.replays: dict[bytes, _Replay] = {}
 
     def add_response_field(self, name: str, value: str) -> None:
         self.extra_fields += f"{name}: {value}\r\n"
+        self.replays.clear()  # rendered without it
+
+    def remember_replay(self, head: bytes, target: str, method: str) -> None:
+        if len(self.replays) >= MAX_REPLAYS:
+            self.replays.clear()  # heads come from clients: stay bounded
+        self.replays[head] = _Replay(target, method, self.latency.of_path(target))
 
     def protocol_factory(self, server: web.Server) -> Callable[[], asyncio.BaseProtocol]:
         self.server = server
@@ -183,6 +213,10 @@ class EdgeConnection(LimitedConnection):
                 self._arm_head_deadline()
             self._handler.data_received(data)
             return
+        if not self._buffer and not self._busy:
+            replay = self._factory.replays.get(data)
+            if replay is not None and self._replay(replay):
+                return
         # No deadline yet: a request that arrives whole (the usual case) never needs one;
         # `_serve_buffered` starts it when it finds the head or body incomplete.
         self._buffer += data
@@ -283,9 +317,11 @@ class EdgeConnection(LimitedConnection):
                     self._arm_head_deadline()
                 return
             body = bytes(buffer[end_of_head + 4 : end]) if body_length else None
+            # The request came alone: its bytes may come alone again (`_Replay`).
+            alone = bytes(buffer) if end == len(buffer) else None
             del buffer[:end]
             self._disarm()
-            self._serve(method, target, fields, keep_alive, body)
+            self._serve(method, target, fields, keep_alive, body, alone)
         if transport is None or transport.is_closing() or self._busy:
             return
         if self._reading_paused:
@@ -340,22 +376,12 @@ class EdgeConnection(LimitedConnection):
         fields: dict[str, str],
         keep_alive: bool,
         body: bytes | None,
+        alone: bytes | None = None,
     ) -> None:
         started = time.perf_counter()
         keep_alive = keep_alive and self._limits.keepalive_timeout > 0 and not self._close_when_idle
-        limiter = self._limits.limiter
-        if limiter is not None and not target.startswith(RATE_LIMIT_EXEMPT):
-            now = self._limits.clock()
-            if not limiter.allow(self._client, now):
-                self._limits.rate_limited += 1
-                wait = max(1, math.ceil(limiter.retry_after(self._client, now)))
-                head = (
-                    f"HTTP/1.1 429 Too Many Requests\r\nRetry-After: {wait}\r\n"
-                    "Cache-Control: no-store\r\nContent-Type: text/plain; charset=utf-8\r\n"
-                    "Content-Length: 18\r\n"
-                )
-                self._write(head, b"too many requests\n", keep_alive)
-                return
+        if not target.startswith(RATE_LIMIT_EXEMPT) and self._rate_limited(keep_alive):
+            return
         runner = self._runner
         assert runner is not None
         if method in ("GET", "HEAD"):
@@ -365,12 +391,81 @@ class EdgeConnection(LimitedConnection):
         if isinstance(answer, Answer) and not isinstance(answer.body, FetchBody):
             self._write_complete(answer, keep_alive, head_only)
             self._factory.latency.of_path(target).observe(time.perf_counter() - started)
+            if (
+                alone is not None
+                and keep_alive
+                and self._http11
+                and answer.delivery.status == 200
+                and CacheNode.is_plain_request(method, fields)
+                and alone not in self._factory.replays
+            ):
+                self._factory.remember_replay(alone, target, method)
             return
         self._busy = True
         self._waiting_for = request_id
         self._task = asyncio.get_running_loop().create_task(
             self._answer_later(answer, keep_alive, head_only, target, started)
         )
+
+    def _rate_limited(self, keep_alive: bool) -> bool:
+        """Whether the client is over its rate: then it was answered 429."""
+        limiter = self._limits.limiter
+        if limiter is None:
+            return False
+        now = self._limits.clock()
+        if limiter.allow(self._client, now):
+            return False
+        self._limits.rate_limited += 1
+        wait = max(1, math.ceil(limiter.retry_after(self._client, now)))
+        head = (
+            f"HTTP/1.1 429 Too Many Requests\r\nRetry-After: {wait}\r\n"
+            "Cache-Control: no-store\r\nContent-Type: text/plain; charset=utf-8\r\n"
+            "Content-Length: 18\r\n"
+        )
+        self._write(head, b"too many requests\n", keep_alive)
+        return True
+
+    def _replay(self, replay: _Replay) -> bool:
+        """Answer a request met before (`_Replay`) if the node gives it a plain hit; False
+        when it must be read and asked as any other."""
+        if self._close_when_idle or self._limits.keepalive_timeout <= 0:
+            return False
+        started = time.perf_counter()
+        if self._rate_limited(keep_alive=True):
+            return True
+        runner = self._runner
+        assert runner is not None
+        found = runner.ask_plain(replay.target, replay.method)
+        if found is None:
+            return False
+        hit, body = found
+        sends_body = replay.method == "GET"
+        if hit != replay.hit:
+            fields = CacheNode.plain_hit_fields(hit)
+            head = (self._head(200, fields, keep_alive=True, chunked=False) + "\r\n").encode(
+                "utf-8", "surrogateescape"
+            )
+            replay.body_rendered = sends_body and len(body) <= REPLAY_BODY_BYTES
+            replay.rendered = head + body if replay.body_rendered else head
+            # A head carrying the Date of the moment stays valid for that second only.
+            replay.hit = hit if "date" in fields else None
+        transport = self._transport
+        assert transport is not None
+        if replay.body_rendered or not sends_body:
+            transport.write(replay.rendered)
+        elif len(body) >= LARGE_BODY_BYTES:
+            transport.writelines((replay.rendered, body))
+        else:
+            transport.write(replay.rendered + body)
+        if sends_body:
+            runner.bytes_served += len(body)
+        if self._write_paused:
+            self._busy = True
+            self._task = asyncio.get_running_loop().create_task(self._wait_for_drain())
+        else:
+            self._arm_idle_deadline()
+        replay.latency.observe(time.perf_counter() - started)
+        return True
 
     async def _answer_later(
         self,
@@ -399,11 +494,11 @@ class EdgeConnection(LimitedConnection):
         if self._transport is not None and not self._transport.is_closing():
             self._serve_buffered()
 
-    def _head(self, answer: Answer, keep_alive: bool, chunked: bool) -> str:
-        delivery = answer.delivery
-        status = delivery.status
+    def _head(
+        self, status: int, headers: Mapping[str, str], keep_alive: bool, chunked: bool
+    ) -> str:
         parts = [_STATUS_LINES.get(status) or f"HTTP/1.1 {status} Unknown\r\n"]
-        for field in delivery.headers.items():
+        for field in headers.items():
             line = _FIELD_LINES.get(field)
             if line is None:
                 line = f"{titled(field[0])}: {field[1]}\r\n"
@@ -411,7 +506,7 @@ class EdgeConnection(LimitedConnection):
                     _FIELD_LINES.clear()  # values come from upstreams: stay bounded
                 _FIELD_LINES[field] = line
             parts.append(line)
-        if "date" not in delivery.headers:
+        if "date" not in headers:
             parts.append(self._factory.date_line())
         parts.append(self._factory.extra_fields)
         if chunked:
@@ -435,7 +530,8 @@ class EdgeConnection(LimitedConnection):
                 content = body
         if self._runner is not None:
             self._runner.bytes_served += len(content)
-        self._write(self._head(answer, keep_alive, chunked=False), content, keep_alive)
+        head = self._head(delivery.status, delivery.headers, keep_alive, chunked=False)
+        self._write(head, content, keep_alive)
 
     def _write(self, head: str, content: bytes | memoryview, keep_alive: bool) -> None:
         transport = self._transport
@@ -485,9 +581,8 @@ class EdgeConnection(LimitedConnection):
         transport = self._transport
         if transport is None:
             return
-        transport.write(
-            (self._head(answer, keep_alive, chunked) + "\r\n").encode("utf-8", "surrogateescape")
-        )
+        head = self._head(delivery.status, delivery.headers, keep_alive, chunked) + "\r\n"
+        transport.write(head.encode("utf-8", "surrogateescape"))
         if sends_body:
             offset, end = (0, None) if delivery.byte_range is None else delivery.byte_range
             end = None if end is None else end + 1

@@ -43,7 +43,7 @@ from core.cache.events import (
     UpstreamFailed,
     UpstreamResponded,
 )
-from core.cache.node import CacheNode
+from core.cache.node import CacheNode, PlainHit
 from core.http.caching import Fields, combine_fields
 from edge.disk import CorruptRecord, DiskTier
 
@@ -203,6 +203,16 @@ class CommandRunner:
         future: asyncio.Future[Answer] = asyncio.get_running_loop().create_future()
         self._waiting[request_id] = future
         return request_id, future
+
+    def ask_plain(self, target: str, method: str) -> tuple[PlainHit, bytes] | None:
+        """A plain request (`CacheNode.is_plain_request`) answered by the node's `plain_hit`:
+        the hit and the stored bytes, counted as a request like `ask`'s; None when it must be
+        asked. No request id: nothing can come later for it."""
+        hit = self.node.plain_hit(target, method, self._clock())
+        if hit is None:
+            return None
+        # A hit the node gives is on an object in memory: the runner stored it there.
+        return hit, self.memory[hit[0]]
 
     def client_gone(self, request_id: int) -> None:
         self._requests.pop(request_id, None)

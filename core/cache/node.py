@@ -211,6 +211,8 @@ class _Stored:
             plain_fields = None
             if meta.status == 200:
                 plain_fields = headers.copy()
+                # Age and Cache-Status are filled in per hit, in `_delivery`'s order.
+                plain_fields["age"] = plain_fields["cache-status"] = ""
                 plain_fields["via"] = _append_via(meta.headers.get("via"), node)
                 plain_fields["content-length"] = str(self.size)
             hit_status = str(CacheStatus.hit(node).with_ttl(0)).removesuffix("0")
@@ -223,6 +225,12 @@ class _Stored:
                 _append_status(meta.headers, hit_status),
             )
         return shared
+
+
+PlainHit = tuple[str, _Shared, str, int]
+"""A plain hit (`CacheNode.plain_hit`): the object id, what every hit on it shares (equal
+for as long as the delivered fields but Age and Cache-Status are), the Age value and the ttl
+in whole seconds."""
 
 
 @dataclass(slots=True)
@@ -410,23 +418,26 @@ class CacheNode:
         self._admission.observe(ref, event.now)
         yield from self._lookup(key, ref, waiter, event.now)
 
-    def _plain_hit(self, event: RequestReceived) -> ServeStored | None:
-        """The answer `_recv` would give a plain request for a target whose last plain request
-        was a fresh hit, when it still is one; None when the general path must decide.
+    @staticmethod
+    def is_plain_request(method: str, headers: Mapping[str, str]) -> bool:
+        """Whether a request is plain: a GET or HEAD with no precondition, Range or
+        Cache-Control, answered alike for every client (the only kind `plain_hit` repeats)."""
+        return method in _PLAIN_METHODS and _NOT_PLAIN_FIELDS.isdisjoint(headers)
+
+    def plain_hit(self, target: str, method: str, now: float) -> PlainHit | None:
+        """The hit a plain request (`is_plain_request`) for `target` gets when the last plain
+        request for it was a fresh hit and it still is one, with the bookkeeping of that hit
+        done; None (and nothing counted) when the general path must decide.
 
         What that earlier hit established is not derived again: the target's path is safe, it
         is its own cache key (no signed-URL token to strip), and it has a single variant, so
         no Vary selection. What may have changed since is checked: the object is still the
         key's only one, still in memory, still fresh, and the key not turned pass-only.
+        A shell may keep what it rendered of a hit for as long as the hits it gets are equal.
         """
-        stored = self._plain_hits.get(event.target)
-        if (
-            stored is None
-            or event.method not in _PLAIN_METHODS
-            or not _NOT_PLAIN_FIELDS.isdisjoint(event.headers)
-        ):
+        stored = self._plain_hits.get(target)
+        if stored is None or method not in _PLAIN_METHODS:
             return None
-        now = event.now
         shared = stored.shared
         variants = self._variants.get(stored.key)
         if (
@@ -438,7 +449,7 @@ class CacheNode:
             or shared.meta is not stored.meta
             or shared.plain_fields is None
         ):
-            del self._plain_hits[event.target]
+            del self._plain_hits[target]
             return None
         age = shared.initial_age + max(0.0, now - stored.meta.response_time)
         ttl = shared.lifetime - age
@@ -452,13 +463,30 @@ class CacheNode:
         self._index.lookup(stored.object_id, now)
         counts = self.stats.hits
         counts[kind] = counts.get(kind, 0) + 1
-        # `_delivery` of a plain request: no preconditions or range to evaluate.
+        return (stored.object_id, shared, caching.age_header_value(age), int(ttl // 1))
+
+    @staticmethod
+    def plain_hit_fields(hit: PlainHit) -> dict[str, str]:
+        """The fields a plain hit is delivered with (`_delivery` of a plain request: no
+        preconditions or range to evaluate)."""
+        _, shared, age, ttl = hit
+        assert shared.plain_fields is not None  # `plain_hit` gives only hits on a 200
         headers = shared.plain_fields.copy()
-        headers["age"] = caching.age_header_value(age)
-        headers["cache-status"] = f"{shared.plain_status}{int(ttl // 1)}"
+        headers["age"] = age
+        headers["cache-status"] = f"{shared.plain_status}{ttl}"
+        return headers
+
+    def _plain_hit(self, event: RequestReceived) -> ServeStored | None:
+        if not self.is_plain_request(event.method, event.headers):
+            return None
+        hit = self.plain_hit(event.target, event.method, event.now)
+        if hit is None:
+            return None
         return ServeStored(
-            stored.object_id,
-            Delivery(event.request_id, 200, headers, with_body=event.method == "GET"),
+            hit[0],
+            Delivery(
+                event.request_id, 200, self.plain_hit_fields(hit), with_body=event.method == "GET"
+            ),
         )
 
     def _lookup(self, key: str, ref: ObjectRef, waiter: _Waiter, now: float) -> Iterator[Command]:

@@ -1,9 +1,12 @@
 """The shell's cache-hit path: answered without waiting on a future, the stored bytes object sent
 as it is, the node's fields on the wire in title case, the latency histogram still fed."""
 
+import asyncio
 import os
+import re
 
 from tests.edge.harness import (
+    FakeClock,
     Node,
     Upstream,
     client_session,
@@ -89,3 +92,140 @@ async def test_policies_without_state_export_no_admission_gauges() -> None:
             assert "shoal_admission_hot_threshold" not in await metrics.text()
     finally:
         await node.stop()
+
+
+# ---- replays: a request head met before, answered without parsing or rendering again ----------
+
+PLAYLIST = "/v/hits/360p/index.m3u8"
+PLAYLIST_BODY = b"#EXTM3U\n" + b"#" * 700 + b"\n"
+
+
+class KeepAliveClient:
+    """One raw keep-alive connection: each request goes out in one write (as players send
+    them), each response is read by its Content-Length."""
+
+    def __init__(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        self.reader = reader
+        self.writer = writer
+
+    @classmethod
+    async def connect(cls, url: str) -> "KeepAliveClient":
+        host, port = url.removeprefix("http://").split(":")
+        return cls(*await asyncio.open_connection(host, int(port)))
+
+    async def exchange(self, request: bytes, *, head_only: bool = False) -> tuple[str, bytes]:
+        self.writer.write(request)
+        head = (await self.reader.readuntil(b"\r\n\r\n")).decode()
+        length = 0 if head_only else int(re.search(r"Content-Length: (\d+)", head)[1])  # type: ignore[index]
+        return head, await self.reader.readexactly(length)
+
+    async def close(self) -> None:
+        self.writer.close()
+        await self.writer.wait_closed()
+
+
+def without_age(head: str) -> str:
+    return re.sub(r"\r\n(Age: \d+|Cache-Status: edge-t; hit; ttl=\d+)", "", head)
+
+
+def field(head: str, name: str) -> str:
+    match = re.search(rf"\r\n{name}: ([^\r]*)", head)
+    assert match is not None, f"no {name} in {head!r}"
+    return match[1]
+
+
+def get(path: str, *extra: str) -> bytes:
+    return "\r\n".join([f"GET {path} HTTP/1.1", "Host: edge", *extra, "", ""]).encode()
+
+
+async def test_a_request_met_again_is_answered_as_the_general_path_answers_it() -> None:
+    clock = FakeClock()
+    origin = await Upstream(clock=clock).start()
+    origin.static(PLAYLIST, PLAYLIST_BODY, headers={"Cache-Control": "max-age=600"})
+    node = await Node(node_config([origin.url]), clock=clock).start()
+    client = await KeepAliveClient.connect(node.url)
+    try:
+        await client.exchange(get(PLAYLIST))  # the miss
+        general, body = await client.exchange(get(PLAYLIST))  # a hit, remembered
+        assert body == PLAYLIST_BODY and get(PLAYLIST) in node.listener.replays
+        hits_before = node.runner.node.stats.hits["playlist"]
+        replayed = [await client.exchange(get(PLAYLIST)) for _ in range(5)]
+        assert {(head, body) for head, body in replayed} == {(general, PLAYLIST_BODY)}
+        # Each replay is a hit to the node: counted, its recency kept.
+        assert node.runner.node.stats.hits["playlist"] == hits_before + 5
+        # Time moves: Age and the ttl follow, nothing else changes.
+        clock.advance(7)
+        head, body = await client.exchange(get(PLAYLIST))
+        assert body == PLAYLIST_BODY
+        assert without_age(head) == without_age(general)
+        assert int(field(head, "Age")) == int(field(general, "Age")) + 7
+        ttl = int(field(head, "Cache-Status").rpartition("=")[2])
+        assert ttl == int(field(general, "Cache-Status").rpartition("=")[2]) - 7
+        # A HEAD is its own replay: the same head, no body.
+        head_request = get(PLAYLIST).replace(b"GET", b"HEAD", 1)
+        for _ in range(3):
+            head_only, _ = await client.exchange(head_request, head_only=True)
+            assert without_age(head_only) == without_age(head)
+        assert head_request in node.listener.replays
+        assert origin.count(PLAYLIST) == 1
+    finally:
+        await client.close()
+        await node.stop()
+        await origin.stop()
+
+
+async def test_a_replay_notices_expiry_purge_and_new_content() -> None:
+    clock = FakeClock()
+    origin = await Upstream(clock=clock).start()
+    origin.static(PLAYLIST, PLAYLIST_BODY, headers={"Cache-Control": "max-age=10"})
+    node = await Node(node_config([origin.url]), clock=clock).start()
+    client = await KeepAliveClient.connect(node.url)
+    try:
+        for _ in range(3):
+            await client.exchange(get(PLAYLIST))
+        assert origin.count(PLAYLIST) == 1
+        # Stale: the same bytes get a fetch (a revalidation), not the remembered answer.
+        clock.advance(11)
+        newer = PLAYLIST_BODY.replace(b"#", b"%", 3)
+        origin.static(PLAYLIST, newer, headers={"Cache-Control": "max-age=10"})
+        _, body = await client.exchange(get(PLAYLIST))
+        assert body == newer and origin.count(PLAYLIST) == 2
+        for _ in range(2):
+            head, body = await client.exchange(get(PLAYLIST))
+            assert body == newer and "hit" in field(head, "Cache-Status")
+        # Purged: the next one goes upstream again.
+        async with (
+            client_session() as session,
+            session.post(
+                node.url + "/_shoal/purge",
+                json={"path": PLAYLIST},
+                headers={"Authorization": "Bearer purge-secret"},
+            ) as purged,
+        ):
+            assert purged.status == 200
+        head, body = await client.exchange(get(PLAYLIST))
+        assert body == newer and origin.count(PLAYLIST) == 3
+        assert "hit" not in field(head, "Cache-Status").split(";")[1]
+    finally:
+        await client.close()
+        await node.stop()
+        await origin.stop()
+
+
+async def test_replays_keep_the_rate_limit_and_conditionals_are_never_replayed() -> None:
+    origin = await Upstream().start()
+    origin.static(PLAYLIST, PLAYLIST_BODY, headers={"Cache-Control": "max-age=600", "ETag": '"p"'})
+    node = await Node(node_config([origin.url], rate_limit=0.001, rate_burst=4)).start()
+    client = await KeepAliveClient.connect(node.url)
+    try:
+        statuses = [(await client.exchange(get(PLAYLIST)))[0].split(" ")[1] for _ in range(6)]
+        assert statuses == ["200"] * 4 + ["429"] * 2
+        assert get(PLAYLIST) in node.listener.replays
+        conditional = get(PLAYLIST, 'If-None-Match: "p"')
+        ranged = get(PLAYLIST, "Range: bytes=0-9")
+        assert conditional not in node.listener.replays
+        assert ranged not in node.listener.replays
+    finally:
+        await client.close()
+        await node.stop()
+        await origin.stop()
