@@ -9,6 +9,11 @@ turn by wrk: each server pinned to CPU 0, wrk to CPU 1, the same connection coun
 Requires `nginx` (Debian/Ubuntu package `nginx-light` or `nginx`), `wrk` (package `wrk`) and
 `taskset` (util-linux) on PATH; exits 2 naming what is missing. Nothing is installed here.
 
+wrk sends the same request head again and again, which the Shoal edge answers from a rendered
+replay (`edge.http1._Replay`); real players' heads differ more. So the playlist is also measured
+with a head that differs on every request (`playlist_1kb_varied`: a counter in `X-Request-Id`,
+added by a wrk Lua script for both servers), the Shoal edge's general path.
+
 The origin is started with a playlist max-age of one hour (the default is 2 s) so that both caches
 serve pure hits for the whole run: revalidations would measure the origin, not the cache.
 
@@ -53,6 +58,15 @@ OBJECTS = {
     "playlist_1kb": ("bench/360p/index.m3u8", PLAYLIST_SIZE),
     "segment_1mb": ("bench/360p/seg_00001.m4s", SEGMENT_SIZE),
 }
+VARIED = {"playlist_1kb_varied": "playlist_1kb"}
+"""Measured with a request head that differs every time: name -> the object requested."""
+VARYING_SCRIPT = """
+local n = 0
+request = function()
+  n = n + 1
+  return wrk.format(nil, nil, {["X-Request-Id"] = tostring(n)})
+end
+"""
 SERVERS = ("shoal", "nginx")
 
 
@@ -307,9 +321,11 @@ def parse_wrk(output: str) -> Run:
     )
 
 
-def run_wrk(url: str, connections: int, duration: int) -> Run:
+def run_wrk(url: str, connections: int, duration: int, script: Path | None = None) -> Run:
+    options = [] if script is None else ["-s", str(script)]
     argv = pinned(
-        ["wrk", "-t1", f"-c{connections}", f"-d{duration}s", "--latency", url], CLIENT_CPU
+        ["wrk", "-t1", f"-c{connections}", f"-d{duration}s", "--latency", *options, url],
+        CLIENT_CPU,
     )
     done = subprocess.run(argv, capture_output=True, text=True, timeout=duration + 60)
     if done.returncode != 0:
@@ -394,33 +410,39 @@ def bench(args: argparse.Namespace) -> None:
                 f"server on CPU {SERVER_CPU}, wrk -t1 on CPU {CLIENT_CPU}, "
                 f"{args.duration} s x {args.runs} runs, medians\n"
             )
-            results = measure(args, bases)
+            script = tmp / "varying.lua"
+            script.write_text(VARYING_SCRIPT)
+            results = measure(args, bases, script)
             rss = peak_rss_kib(edge_pid)
         finally:
             procs.stop_all()
     report(results, args.connections, rss)
 
 
-def measure(args: argparse.Namespace, bases: dict[str, str]) -> dict[tuple[str, int, str], Result]:
+def measure(
+    args: argparse.Namespace, bases: dict[str, str], varying_script: Path
+) -> dict[tuple[str, int, str], Result]:
     results: dict[tuple[str, int, str], Result] = {}
     header = (
-        f"{'object':<14}{'conns':>6}{'server':>8}{'req/s':>12}{'MB/s':>10}"
+        f"{'object':<20}{'conns':>6}{'server':>8}{'req/s':>12}{'MB/s':>10}"
         f"{'p50 ms':>9}{'p99 ms':>9}{'errors':>8}"
     )
     print(header)
     print("-" * len(header))
     for connections in args.connections:
-        for name, (path, _) in OBJECTS.items():
+        for name in [*OBJECTS, *VARIED]:
+            path = OBJECTS[VARIED.get(name, name)][0]
+            script = varying_script if name in VARIED else None
             runs: dict[str, list[Run]] = {server: [] for server in SERVERS}
             for _ in range(args.runs):
                 for server in SERVERS:
                     url = bases[server] + "/v/" + path
-                    runs[server].append(run_wrk(url, connections, args.duration))
+                    runs[server].append(run_wrk(url, connections, args.duration, script))
             for server in SERVERS:
                 result = median_of(runs[server])
                 results[(name, connections, server)] = result
                 print(
-                    f"{name:<14}{connections:>6}{server:>8}{result.requests_per_s:>12,.0f}"
+                    f"{name:<20}{connections:>6}{server:>8}{result.requests_per_s:>12,.0f}"
                     f"{result.bytes_per_s / 1e6:>10,.1f}{result.p50_ms:>9.2f}"
                     f"{result.p99_ms:>9.2f}{result.errors:>8}",
                     flush=True,
@@ -436,7 +458,7 @@ def report(
     base = connections[0]
     most = max(connections)
     lines: list[tuple[str, float, float]] = []
-    for name in OBJECTS:
+    for name in [*OBJECTS, *VARIED]:
         shoal, nginx = results[(name, base, "shoal")], results[(name, base, "nginx")]
         lines.append((f"{name}_req_per_s", shoal.requests_per_s, nginx.requests_per_s))
     for name in OBJECTS:

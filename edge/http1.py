@@ -33,7 +33,7 @@ from typing import cast
 from aiohttp import web
 from aiohttp.web_protocol import RequestHandler
 
-from core.cache.node import CacheNode, PlainHit
+from core.cache.node import NOT_PLAIN_FIELDS, CacheNode, PlainHit
 from core.http.conditional import http_date
 from edge.limits import ClientLimits, LimitedConnection, Listener
 from edge.metrics import LatencyByKind, LatencySeries
@@ -55,7 +55,8 @@ MAX_PIPELINED_BYTES = 256 * 1024
 LARGE_BODY_BYTES = 64 * 1024
 """Bodies from this size on go to the transport beside their head, not copied into one write."""
 MAX_REPLAYS = 1024
-"""Distinct request heads whose plain-hit answers are kept rendered (`_Replay`)."""
+"""Distinct request lines whose plain-hit answers are kept rendered (`_Replay`), and distinct
+whole heads known to be replays of them."""
 REPLAY_BODY_BYTES = 4096
 """Bodies up to this size are kept in the rendered answer (a playlist); larger ones are joined
 to it from the memory tier on each write, so no replay keeps an evicted object alive."""
@@ -72,6 +73,17 @@ _PARTIAL_REQUEST_LINE = re.compile(
     rb"(?:" + _TOKEN + rb"(?: /[^\x00-\x20\x7f]*(?: [HTP/01.]{0,8})?)?)?\r?"
 )
 _HANDED_OFF_FIELDS = frozenset({"transfer-encoding", "expect", "upgrade"})
+# A head with none of these fields is answered alike whatever else it carries (a plain hit never
+# varies): its request line alone picks its `_Replay`.
+_NOT_REPLAYED = re.compile(
+    rb"\r\n(?:"
+    + b"|".join(
+        re.escape(name.encode())
+        for name in sorted({*NOT_PLAIN_FIELDS, *_HANDED_OFF_FIELDS, "connection", "content-length"})
+    )
+    + rb"):",
+    re.IGNORECASE,
+)
 _STATUS_LINES = {
     status.value: f"HTTP/1.1 {status.value} {status.phrase}\r\n" for status in http.HTTPStatus
 }
@@ -80,9 +92,10 @@ _NO_BODY_STATUSES = frozenset({204, 304})
 
 @dataclass(slots=True)
 class _Replay:
-    """A request head seen before, byte for byte, that is plain (`CacheNode.is_plain_request`)
-    and HTTP/1.1 keep-alive: when its bytes arrive again, alone, they are not parsed again, and
-    while the node answers with an equal `PlainHit` the answer is not rendered again either
+    """A request line seen before in a plain (`CacheNode.is_plain_request`) HTTP/1.1 keep-alive
+    request answered 200. A later head with that line, arriving alone, well-formed and with no
+    field that changes a plain hit's answer (`_NOT_REPLAYED`), is not parsed into fields; and
+    while the node answers it with an equal `PlainHit`, the answer is not rendered again either
     (Age and the ttl change once a second, so it is rendered about once a second)."""
 
     target: str
@@ -110,15 +123,20 @@ class EdgeListener(Listener):
         self.extra_fields = ""
         """Field lines every response carries (`Alt-Svc` once HTTP/3 listens)."""
         self.replays: dict[bytes, _Replay] = {}
+        """By request line."""
+        self.replayed_heads: dict[bytes, _Replay] = {}
+        """Whole heads checked once (`EdgeConnection._replay_for`): players repeat theirs."""
 
     def add_response_field(self, name: str, value: str) -> None:
         self.extra_fields += f"{name}: {value}\r\n"
         self.replays.clear()  # rendered without it
+        self.replayed_heads.clear()
 
-    def remember_replay(self, head: bytes, target: str, method: str) -> None:
+    def remember_replay(self, request_line: bytes, target: str, method: str) -> None:
         if len(self.replays) >= MAX_REPLAYS:
-            self.replays.clear()  # heads come from clients: stay bounded
-        self.replays[head] = _Replay(target, method, self.latency.of_path(target))
+            self.replays.clear()  # targets come from clients: stay bounded
+            self.replayed_heads.clear()
+        self.replays[request_line] = _Replay(target, method, self.latency.of_path(target))
 
     def protocol_factory(self, server: web.Server) -> Callable[[], asyncio.BaseProtocol]:
         self.server = server
@@ -214,7 +232,7 @@ class EdgeConnection(LimitedConnection):
             self._handler.data_received(data)
             return
         if not self._buffer and not self._busy:
-            replay = self._factory.replays.get(data)
+            replay = self._replay_for(data)
             if replay is not None and self._replay(replay):
                 return
         # No deadline yet: a request that arrives whole (the usual case) never needs one;
@@ -397,9 +415,10 @@ class EdgeConnection(LimitedConnection):
                 and self._http11
                 and answer.delivery.status == 200
                 and CacheNode.is_plain_request(method, fields)
-                and alone not in self._factory.replays
             ):
-                self._factory.remember_replay(alone, target, method)
+                request_line = alone[: alone.index(b"\r\n")]
+                if request_line not in self._factory.replays:
+                    self._factory.remember_replay(request_line, target, method)
             return
         self._busy = True
         self._waiting_for = request_id
@@ -424,6 +443,30 @@ class EdgeConnection(LimitedConnection):
         )
         self._write(head, b"too many requests\n", keep_alive)
         return True
+
+    def _replay_for(self, data: bytes) -> _Replay | None:
+        """The replay of `data` if it is one whole request head that may be replayed."""
+        factory = self._factory
+        replay = factory.replayed_heads.get(data)
+        if replay is not None:
+            return replay
+        line_end = data.find(b"\r\n")
+        if line_end < 0:
+            return None
+        replay = factory.replays.get(data[:line_end])
+        if (
+            replay is None
+            or data.find(b"\r\n\r\n") != len(data) - 4
+            or len(data) > self._limits.max_header_bytes
+            or data.count(b"\r\n") > MAX_FIELDS + 2
+            or _HEAD.fullmatch(data, 0, len(data) - 4) is None
+            or _NOT_REPLAYED.search(data) is not None
+        ):
+            return None
+        if len(factory.replayed_heads) >= MAX_REPLAYS:
+            factory.replayed_heads.clear()  # heads come from clients: stay bounded
+        factory.replayed_heads[data] = replay
+        return replay
 
     def _replay(self, replay: _Replay) -> bool:
         """Answer a request met before (`_Replay`) if the node gives it a plain hit; False

@@ -98,7 +98,8 @@ _PRECONDITION_FIELDS = (
 # Request fields that can change how a stored response answers a GET or HEAD (request cache
 # directives, Range, preconditions). A request with none of them is "plain": every plain request
 # for a target gets the same kind of answer while the stored object stays fresh.
-_NOT_PLAIN_FIELDS = frozenset({"cache-control", "range", *_PRECONDITION_FIELDS})
+NOT_PLAIN_FIELDS = frozenset({"cache-control", "range", *_PRECONDITION_FIELDS})
+"""Request fields that make a request not plain (`CacheNode.is_plain_request`)."""
 _PLAIN_METHODS = frozenset({"GET", "HEAD"})
 # What `evaluate_preconditions` says of a request with none of them, by whether it is a GET (a
 # GET's Range is honoured, any other method's ignored).
@@ -422,7 +423,7 @@ class CacheNode:
     def is_plain_request(method: str, headers: Mapping[str, str]) -> bool:
         """Whether a request is plain: a GET or HEAD with no precondition, Range or
         Cache-Control, answered alike for every client (the only kind `plain_hit` repeats)."""
-        return method in _PLAIN_METHODS and _NOT_PLAIN_FIELDS.isdisjoint(headers)
+        return method in _PLAIN_METHODS and NOT_PLAIN_FIELDS.isdisjoint(headers)
 
     def plain_hit(self, target: str, method: str, now: float) -> PlainHit | None:
         """The hit a plain request (`is_plain_request`) for `target` gets when the last plain
@@ -525,7 +526,7 @@ class CacheNode:
         return (
             waiter.method in _PLAIN_METHODS
             and stored.meta.status == 200
-            and _NOT_PLAIN_FIELDS.isdisjoint(waiter.headers)
+            and NOT_PLAIN_FIELDS.isdisjoint(waiter.headers)
             and not stored.vary
             and not stored.on_disk
             and len(self._variants[key]) == 1

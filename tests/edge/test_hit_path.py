@@ -138,6 +138,10 @@ def get(path: str, *extra: str) -> bytes:
     return "\r\n".join([f"GET {path} HTTP/1.1", "Host: edge", *extra, "", ""]).encode()
 
 
+def line(request: bytes) -> bytes:
+    return request.split(b"\r\n", 1)[0]
+
+
 async def test_a_request_met_again_is_answered_as_the_general_path_answers_it() -> None:
     clock = FakeClock()
     origin = await Upstream(clock=clock).start()
@@ -147,7 +151,7 @@ async def test_a_request_met_again_is_answered_as_the_general_path_answers_it() 
     try:
         await client.exchange(get(PLAYLIST))  # the miss
         general, body = await client.exchange(get(PLAYLIST))  # a hit, remembered
-        assert body == PLAYLIST_BODY and get(PLAYLIST) in node.listener.replays
+        assert body == PLAYLIST_BODY and line(get(PLAYLIST)) in node.listener.replays
         hits_before = node.runner.node.stats.hits["playlist"]
         replayed = [await client.exchange(get(PLAYLIST)) for _ in range(5)]
         assert {(head, body) for head, body in replayed} == {(general, PLAYLIST_BODY)}
@@ -166,7 +170,13 @@ async def test_a_request_met_again_is_answered_as_the_general_path_answers_it() 
         for _ in range(3):
             head_only, _ = await client.exchange(head_request, head_only=True)
             assert without_age(head_only) == without_age(head)
-        assert head_request in node.listener.replays
+        assert head_request in node.listener.replayed_heads
+        # Other fields change nothing in a plain hit: a head with more of them is replayed.
+        for n in range(3):
+            request = get(PLAYLIST, "User-Agent: player/1.0", f"X-Request-Id: {n}")
+            replayed_head, body = await client.exchange(request)
+            assert body == PLAYLIST_BODY and without_age(replayed_head) == without_age(head)
+            assert request in node.listener.replayed_heads
         assert origin.count(PLAYLIST) == 1
     finally:
         await client.close()
@@ -212,7 +222,37 @@ async def test_a_replay_notices_expiry_purge_and_new_content() -> None:
         await origin.stop()
 
 
-async def test_replays_keep_the_rate_limit_and_conditionals_are_never_replayed() -> None:
+async def test_heads_whose_answer_differs_are_never_replayed() -> None:
+    origin = await Upstream().start()
+    origin.static(PLAYLIST, PLAYLIST_BODY, headers={"Cache-Control": "max-age=600", "ETag": '"p"'})
+    node = await Node(node_config([origin.url])).start()
+    client = await KeepAliveClient.connect(node.url)
+    try:
+        for _ in range(3):
+            await client.exchange(get(PLAYLIST))
+        assert line(get(PLAYLIST)) in node.listener.replays
+        head, _ = await client.exchange(get(PLAYLIST, 'if-none-match: "p"'), head_only=True)
+        assert head.startswith("HTTP/1.1 304 ")
+        head, body = await client.exchange(get(PLAYLIST, "Range: bytes=0-9"))
+        assert head.startswith("HTTP/1.1 206 ") and body == PLAYLIST_BODY[:10]
+        head, body = await client.exchange(get(PLAYLIST, "Cache-Control: only-if-cached"))
+        assert head.startswith("HTTP/1.1 200 ") and body == PLAYLIST_BODY
+        # A malformed head is refused as ever, whatever its request line.
+        head, _ = await client.exchange(get(PLAYLIST, "Bad Name: x"), head_only=True)
+        assert head.split("\r\n")[0].endswith(" 400 Bad Request")
+        assert node.listener.replayed_heads.keys() == {get(PLAYLIST)}
+        closing = await KeepAliveClient.connect(node.url)
+        head, body = await closing.exchange(get(PLAYLIST, "Connection: close"))
+        assert "\r\nConnection: close\r\n" in head and body == PLAYLIST_BODY
+        assert await closing.reader.read() == b""
+        await closing.close()
+    finally:
+        await client.close()
+        await node.stop()
+        await origin.stop()
+
+
+async def test_replays_keep_the_rate_limit() -> None:
     origin = await Upstream().start()
     origin.static(PLAYLIST, PLAYLIST_BODY, headers={"Cache-Control": "max-age=600", "ETag": '"p"'})
     node = await Node(node_config([origin.url], rate_limit=0.001, rate_burst=4)).start()
@@ -220,11 +260,7 @@ async def test_replays_keep_the_rate_limit_and_conditionals_are_never_replayed()
     try:
         statuses = [(await client.exchange(get(PLAYLIST)))[0].split(" ")[1] for _ in range(6)]
         assert statuses == ["200"] * 4 + ["429"] * 2
-        assert get(PLAYLIST) in node.listener.replays
-        conditional = get(PLAYLIST, 'If-None-Match: "p"')
-        ranged = get(PLAYLIST, "Range: bytes=0-9")
-        assert conditional not in node.listener.replays
-        assert ranged not in node.listener.replays
+        assert get(PLAYLIST) in node.listener.replayed_heads
     finally:
         await client.close()
         await node.stop()
