@@ -187,6 +187,58 @@ def _edge_defaults() -> CacheNodeConfig:
 
 
 @dataclass(frozen=True)
+class TrackerConfig:
+    """The P2P tracker: the WebTorrent protocol of p2p-media-loader 2.3, with Shoal's limits."""
+
+    host: str = _opt("127.0.0.1", "address to listen on")
+    port: int = _opt(8100, "TCP port to listen on (0 picks a free one)", min=0, max=65535)
+    announce_interval: int = _opt(
+        120, "seconds between a peer's announces; silent for twice this, it is dropped", min=1
+    )
+    max_swarm_peers: int = _opt(
+        1000, "peers in one swarm; a new peer past it gets 'swarm full'", min=1
+    )
+    max_swarms_per_connection: int = _opt(
+        32, "swarms (renditions) one WebSocket connection may join at once", min=1
+    )
+    ip_rate: float = _opt(
+        20.0, "messages/s (announces, answers) each client address may send (0: unlimited)", min=0.0
+    )
+    ip_burst: int = _opt(100, "messages a client address may send at once above ip_rate", min=1)
+    swarm_rate: float = _opt(
+        500.0, "messages/s one swarm accepts from all its peers together (0: unlimited)", min=0.0
+    )
+    swarm_burst: int = _opt(1000, "messages a swarm accepts at once above swarm_rate", min=1)
+    max_message_bytes: int = _opt(
+        65_536, "longest WebSocket message answered with a failure; 4 times this closes", min=1024
+    )
+    max_connections: int = _opt(10_000, "WebSocket connections served at once", min=1)
+    heartbeat: float = _opt(
+        30.0, "seconds between WebSocket pings; a connection silent to one is closed", min=0.1
+    )
+    trusted_proxies: list[str] = _list_opt(
+        [], "networks (CIDR) whose X-Forwarded-For names the client address"
+    )
+    geoip_db: str = _opt(
+        "", "MaxMind DB giving each client address its pop, ASN, country, region (empty: none)"
+    )
+    pop_from_query: bool = _opt(
+        True, "use the WebSocket URL's ?pop= when the MaxMind DB names no PoP for the address"
+    )
+    allow_list: bool = _opt(False, "accept only info_hashes the origin has registered")
+    origin_url: str = _opt("http://127.0.0.1:8000", "origin asked about info_hashes (allow_list)")
+    allow_ttl: float = _opt(3600.0, "seconds a registered info_hash is remembered", min=0.0)
+    deny_ttl: float = _opt(10.0, "seconds an unregistered info_hash is remembered", min=0.0)
+    allow_timeout: float = _opt(
+        2.0, "seconds an announce waits for the origin's answer about its info_hash", min=0.01
+    )
+    redis_url: str = _opt(
+        "", "redis://host:port/db shared by tracker processes behind one name (empty: alone)"
+    )
+    redis_prefix: str = _opt("shoal:tracker:", "prefix of the tracker's Redis keys and channels")
+
+
+@dataclass(frozen=True)
 class UpConfig:
     edges: int = _opt(2, "edge nodes `shoal up` starts", min=1, max=16)
     regionals: int = _opt(1, "regional nodes `shoal up` starts", min=1, max=8)
@@ -202,6 +254,7 @@ class ShoalConfig:
     uploads: UploadsConfig = _section(UploadsConfig, "uploads and transcoding (origin)")
     regional: CacheNodeConfig = _section(_regional_defaults, "regional (shield) cache nodes")
     edge: CacheNodeConfig = _section(_edge_defaults, "edge cache nodes")
+    tracker: TrackerConfig = _section(TrackerConfig, "P2P tracker")
     up: UpConfig = _section(UpConfig, "the local stack started by `shoal up`")
 
 
@@ -402,6 +455,7 @@ __all__ = [
     "S3Config",
     "ShoalConfig",
     "StoreConfig",
+    "TrackerConfig",
     "UpConfig",
     "dump_config",
     "load_config",

@@ -183,6 +183,16 @@ def build_parser() -> argparse.ArgumentParser:
     )
     edge.add_argument("--origin", help="base URL to fall back to when every upstream fails")
 
+    tracker = commands.add_parser(
+        "tracker",
+        help="run the P2P tracker (WebTorrent protocol, for p2p-media-loader players)",
+        description="Run a WebSocket tracker on / and /announce that introduces viewers of the "
+        "same rendition to each other (settings from [tracker]); /stats.json, /metrics and "
+        "/healthz beside it.",
+    )
+    _add_config_options(tracker)
+    _add_node_options(tracker)
+
     samples = commands.add_parser(
         "samples",
         help="make sure the sample videos exist in the content store",
@@ -329,6 +339,33 @@ def _serve_cache_node(
     )
 
 
+def _run_tracker(args: argparse.Namespace) -> int:
+    import maxminddb
+
+    from deploy.serve import serve
+    from tracker.app import make_tracker_app
+
+    config = resolve_config(args.config, args.overrides, _node_flags(args, "tracker"))
+    _setup_logging(config)
+    try:
+        app = make_tracker_app(config.tracker)
+    except (OSError, maxminddb.InvalidDatabaseError) as exc:
+        raise ConfigError("tracker.geoip_db", f"cannot open the MaxMind DB: {exc}") from exc
+    except ValueError as exc:
+        raise ConfigError("tracker.trusted_proxies", f"expected CIDR networks: {exc}") from exc
+    uvloop.run(
+        serve(
+            app,
+            host=config.tracker.host,
+            port=config.tracker.port,
+            kind="tracker",
+            name=args.name or "tracker",
+            announce=args.announce,
+        )
+    )
+    return 0
+
+
 def _run_worker(args: argparse.Namespace) -> int:
     from origin.store import open_store
     from origin.uploads import open_pipeline, run_workers
@@ -427,6 +464,7 @@ _COMMANDS = {
     "up": _run_up,
     "origin": _run_origin,
     "edge": _run_edge,
+    "tracker": _run_tracker,
     "worker": _run_worker,
     "upload": _run_upload,
     "samples": _run_samples,

@@ -75,6 +75,13 @@ VISIBILITY: web.AppKey[PackageVisibility] = web.AppKey("visibility")
 held or rejected); None or True serve it (see `origin.uploads`)."""
 
 
+def package_hidden(app: web.Application, package_id: str) -> bool:
+    """Whether `VISIBILITY` hides the package: everything about it (its files, its swarms)
+    answers 404 then."""
+    visible = app.get(VISIBILITY)
+    return visible is not None and visible(package_id) is False
+
+
 def make_origin_app(store: ContentStore, config: OriginConfig) -> web.Application:
     """The origin application over `store`; the caller owns the store and closes it."""
     app = web.Application(middlewares=[_check_path_and_log])
@@ -116,8 +123,7 @@ async def _serve_video(request: web.Request) -> web.StreamResponse:
         key = validate_key(VIDEO_KEY_PREFIX + request.match_info["tail"])
     except InvalidKey as exc:
         return _error(400, f"bad object name: {exc}")
-    visible = request.app.get(VISIBILITY)
-    if visible is not None and visible(request.match_info["tail"].split("/", 1)[0]) is False:
+    if package_hidden(request.app, request.match_info["tail"].split("/", 1)[0]):
         # Not `no such object` for caches to remember: it may be approved any moment.
         return _error(404, "no such video", {"Cache-Control": "no-store"})
     store = request.app[STORE]

@@ -12,6 +12,10 @@ bytes can play the existing package instead of being encoded again (`find_packag
 `ready` or `held` while the package it plays is published, so nothing visible ever points at a
 ladder that is not in the store.
 
+Swarms: the P2P tracker swarm (p2p-media-loader info_hash) of each rendition of each package,
+recorded by `origin.swarms` from the package's master playlist. They are keyed by package id
+but not tied to the packages table: the sample library's videos have swarms and no rows.
+
 Why SQLite: one origin owns the catalog, the data is small and relational, and a single file in
 WAL mode gives transactions, crash safety and concurrent readers with no server to run. One
 connection is shared by every thread behind a lock (`check_same_thread=False`): the catalog is
@@ -66,6 +70,7 @@ _SHA256 = re.compile(r"[0-9a-f]{64}")
 MAX_CAPTION = 2200
 MAX_MUSIC = 200
 MAX_USER_NAME = 200
+INFO_HASH_LENGTH = 20
 
 
 class CatalogError(Exception):
@@ -136,6 +141,15 @@ class Package:
     renditions: tuple[Rendition, ...]
 
 
+@dataclass(frozen=True)
+class Swarm:
+    """The tracker swarm of one rendition of a package."""
+
+    info_hash: str
+    package_id: str
+    rendition: str
+
+
 # Each entry is one schema version; never edit a released one, append a new one.
 _MIGRATIONS: tuple[tuple[str, ...], ...] = (
     (
@@ -188,6 +202,15 @@ _MIGRATIONS: tuple[tuple[str, ...], ...] = (
             segment_count INTEGER NOT NULL,
             PRIMARY KEY (package_id, position),
             UNIQUE (package_id, name)
+        )""",
+    ),
+    (
+        """CREATE TABLE swarms (
+            info_hash TEXT PRIMARY KEY,
+            package_id TEXT NOT NULL,
+            position INTEGER NOT NULL,
+            rendition TEXT NOT NULL,
+            UNIQUE (package_id, position)
         )""",
     ),
 )
@@ -648,3 +671,59 @@ class Catalog:
             (sha256,),
         )
         return rows[0]["id"] if rows else None
+
+    # Swarms
+
+    def set_swarms(self, package_id: str, swarms: Sequence[tuple[str, str]]) -> None:
+        """Make `swarms`, (rendition, info_hash) pairs in the master's order, the package's
+        swarms, replacing what it had (a package made again has other rates, so other hashes).
+
+        Two renditions hashing alike share one swarm in the browser as well: the first keeps
+        the info_hash. An info_hash another package holds raises `Conflict`.
+        """
+        _check_id("package id", package_id)
+        rows: list[tuple[str, str, int, str]] = []
+        for rendition, info_hash in swarms:
+            _check_id("rendition name", rendition)
+            if not isinstance(info_hash, str) or len(info_hash) != INFO_HASH_LENGTH:
+                raise ValueError(f"an info_hash is {INFO_HASH_LENGTH} characters: {info_hash!r}")
+            if all(row[0] != info_hash for row in rows):
+                rows.append((info_hash, package_id, len(rows), rendition))
+
+        def replace(conn: sqlite3.Connection) -> None:
+            conn.execute("DELETE FROM swarms WHERE package_id = ?", (package_id,))
+            try:
+                conn.executemany(
+                    "INSERT INTO swarms (info_hash, package_id, position, rendition) "
+                    "VALUES (?, ?, ?, ?)",
+                    rows,
+                )
+            except sqlite3.IntegrityError as exc:
+                raise Conflict(
+                    f"an info_hash of {package_id!r} belongs to another package"
+                ) from exc
+
+        self._write(replace)
+
+    def swarm(self, info_hash: str) -> Swarm | None:
+        rows = self._read(
+            "SELECT info_hash, package_id, rendition FROM swarms WHERE info_hash = ?", (info_hash,)
+        )
+        return Swarm(*rows[0]) if rows else None
+
+    def swarms_of(self, package_id: str) -> list[Swarm]:
+        """The package's swarms in its master's order (empty when none are recorded)."""
+        rows = self._read(
+            "SELECT info_hash, package_id, rendition FROM swarms WHERE package_id = ? "
+            "ORDER BY position",
+            (package_id,),
+        )
+        return [Swarm(*row) for row in rows]
+
+    def packages_without_swarms(self) -> list[str]:
+        """Published packages with no swarm recorded: published before swarms were, or by a
+        process that stopped between the two."""
+        rows = self._read(
+            "SELECT id FROM packages WHERE id NOT IN (SELECT package_id FROM swarms) ORDER BY id"
+        )
+        return [row["id"] for row in rows]

@@ -21,7 +21,8 @@ The path of one upload:
 API (bearer tokens: creators' from `uploads.tokens`, the moderators' `uploads.admin_token`):
 `GET /api/uploads/{upload}` (the video an upload became), `GET /api/videos/{video}`,
 `GET /api/users/{user}/videos?before=&limit=`, `POST /api/admin/videos/{video}/approve` and
-`/reject`. A creator sees only their own videos; another's are 404, as if absent.
+`/reject`. A creator sees only their own videos; another's are 404, as if absent. The public
+swarm API (`origin.swarms`) is installed here too: the catalog it reads lives with the pipeline.
 """
 
 import asyncio
@@ -44,8 +45,10 @@ from origin.catalog import Catalog, InvalidTransition, Rendition, Video, VideoSt
 from origin.jobs import Job, JobQueue, open_queue
 from origin.ladder import PackagingError
 from origin.moderation import DefaultRules, Hold, ModerationCheck, Submission
+from origin.samples import SAMPLE_SOURCES
 from origin.staging import UploadStaging
 from origin.store.base import ContentStore
+from origin.swarms import add_swarm_routes, register_at_start, register_package
 from origin.transcode import PackageResult, RejectedSource, probe_source, transcode
 from origin.tus import CompletedUpload, TusService
 
@@ -273,6 +276,8 @@ class VideoPipeline:
                 for rung in result.rungs
             ],
         )
+        # Before the video can turn ready: a tracker in allow-list mode admits its peers.
+        register_package(self.store, self.catalog, result.package_id)
 
     def _fetch_source(self, sha256: str, destination: Path) -> None:
         key = source_key(sha256)
@@ -359,9 +364,13 @@ def install_uploads(
     )
     tus.add_routes(app)
     add_api_routes(app, pipeline, tokens, config.admin_token)
+    add_swarm_routes(app, pipeline.catalog)
     app[VISIBILITY] = pipeline.catalog.package_visible
 
     async def lifecycle(app: web.Application) -> AsyncIterator[None]:
+        samples = [sample.video_id for sample in SAMPLE_SOURCES]
+        registered = await asyncio.to_thread(register_at_start, store, pipeline.catalog, samples)
+        log.info("swarms of %d packages registered", registered)
         if not config.queue_url:
             # The in-process queue starts empty: what was queued or running before is redone.
             requeued = await requeue_unfinished(pipeline)

@@ -23,7 +23,9 @@ def _shoal(*args: str) -> subprocess.CompletedProcess[str]:
     )
 
 
-@pytest.mark.parametrize("command", ["up", "origin", "edge", "samples", "sign", "config"])
+@pytest.mark.parametrize(
+    "command", ["up", "origin", "edge", "tracker", "samples", "sign", "config"]
+)
 def test_every_subcommand_has_help(command: str) -> None:
     result = _shoal(command, "--help")
     assert result.returncode == 0
@@ -171,3 +173,60 @@ def test_sign_needs_a_key_and_a_video_path(capsys: pytest.CaptureFixture[str]) -
     assert "origin.signing_keys" in capsys.readouterr().err
     assert main(["sign", "/etc/passwd", "--set", 'origin.signing_keys=["k"]']) == EXIT_CONFIG_ERROR
     assert "expected a path like /v/<video>/" in capsys.readouterr().err
+
+
+def test_tracker_serves_websocket_announces(tmp_path: Path) -> None:
+    """`shoal tracker` on a free port answers a p2p-media-loader announce over WebSocket."""
+    import asyncio
+
+    import aiohttp
+
+    announce = tmp_path / "tracker.json"
+    tracker = subprocess.Popen(
+        [
+            *(sys.executable, "-m", "deploy.cli", "tracker", "--port", "0"),
+            *("--announce", str(announce), "--set", "tracker.announce_interval=45"),
+        ],
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        deadline = time.monotonic() + 30
+        while not announce.exists():
+            assert tracker.poll() is None, tracker.stderr.read() if tracker.stderr else ""
+            assert time.monotonic() < deadline, "tracker did not announce itself"
+            time.sleep(0.05)
+        url = json.loads(announce.read_text())["url"]
+
+        async def exchange() -> dict[str, object]:
+            async with aiohttp.ClientSession() as session, session.ws_connect(url) as ws:
+                await ws.send_json(
+                    {
+                        "action": "announce",
+                        "event": "started",
+                        "info_hash": "i/a4IGfs0WPVgc3Sn/iT",
+                        "peer_id": "-PM0203-P2VAIC8JtRoj",
+                        "numwant": 5,
+                        "offers": [],
+                    }
+                )
+                reply: dict[str, object] = await asyncio.wait_for(ws.receive_json(), 10)
+                return reply
+
+        assert asyncio.run(exchange()) == {
+            "action": "announce",
+            "interval": 45,
+            "info_hash": "i/a4IGfs0WPVgc3Sn/iT",
+            "complete": 0,
+            "incomplete": 1,
+        }
+    finally:
+        tracker.send_signal(signal.SIGTERM)
+        tracker.wait(timeout=15)
+    assert tracker.returncode == 0
+
+
+def test_tracker_with_an_unreadable_geoip_db_exits_2(tmp_path: Path) -> None:
+    result = _shoal("tracker", "--set", f"tracker.geoip_db={tmp_path / 'absent.mmdb'}")
+    assert result.returncode == EXIT_CONFIG_ERROR
+    assert "tracker.geoip_db" in result.stderr

@@ -1,0 +1,1 @@
+"""Sans-IO geolocation data: building MaxMind DB files (`mmdb`)."""

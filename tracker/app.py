@@ -1,0 +1,269 @@
+"""The tracker's aiohttp app: WebSocket announces on `/` and `/announce`, plus `/stats.json`,
+`/metrics` (Prometheus) and `/healthz`.
+
+The shell only turns I/O into `SwarmBook` events and executes the commands it gets back:
+each WebSocket text frame is decoded (JSON, at most `max_message_bytes` characters; frames
+over four times that close the connection with 1009), checked against the allow-list when
+configured, completed with the swarm's members on other processes when clustered, and handed
+to the book. `Send` commands go to a bounded per-connection outbox drained by one writer task,
+so a client that stops reading loses messages instead of stalling the peers that announce to
+it. A timer feeds `Ticked` at the book's next deadline (at most `TICK_SECONDS` apart).
+"""
+
+import asyncio
+import contextlib
+import dataclasses
+import itertools
+import json
+import logging
+import random
+import secrets
+from collections.abc import AsyncIterator
+
+import aiohttp
+import redis.exceptions
+from aiohttp import WSCloseCode, WSMsgType, web
+
+from core.config import TrackerConfig
+from core.p2p.swarm import (
+    TIMEOUT_INTERVALS,
+    Announced,
+    Answered,
+    Command,
+    ConnectionClosed,
+    ConnectionOpened,
+    ForgetPeer,
+    Forward,
+    Forwarded,
+    RecordPeer,
+    Refused,
+    Reject,
+    RemotePeer,
+    Scraped,
+    Send,
+    SwarmBook,
+    Ticked,
+    decode_message,
+)
+from tracker.allow import AllowList
+from tracker.cluster import Cluster
+from tracker.locate import Locator, client_ip, parse_networks
+from tracker.metrics import metrics_registry, render
+
+log = logging.getLogger(__name__)
+
+TICK_SECONDS = 1.0
+"""Longest wait between two looks at expiring peers."""
+OUTBOX_MESSAGES = 256
+"""Messages queued for one client before new ones are dropped (it is not reading)."""
+HARD_LIMIT_FACTOR = 4
+"""Frames over this many times `max_message_bytes` are not even read (aiohttp closes, 1009)."""
+
+
+class _Outbox:
+    """One connection's queue of JSON texts and the task writing them."""
+
+    def __init__(self, ws: web.WebSocketResponse) -> None:
+        self.ws = ws
+        self.queue: asyncio.Queue[str] = asyncio.Queue(OUTBOX_MESSAGES)
+        self.dropped = 0
+        self.writer = asyncio.create_task(self._write())
+
+    def put(self, text: str) -> None:
+        try:
+            self.queue.put_nowait(text)
+        except asyncio.QueueFull:
+            self.dropped += 1
+
+    async def _write(self) -> None:
+        with contextlib.suppress(ConnectionError, RuntimeError):
+            while True:
+                await self.ws.send_str(await self.queue.get())
+
+
+class Tracker:
+    """The book, the open connections and the optional allow-list, geo DB and cluster."""
+
+    def __init__(self, config: TrackerConfig, *, process: str, rng: random.Random) -> None:
+        self.config = config
+        self.book = SwarmBook(config, rng)
+        self.locator = Locator(config.geoip_db, pop_from_query=config.pop_from_query)
+        self.registry = metrics_registry(self.book, lambda: len(self.outboxes))
+        self.outboxes: dict[int, _Outbox] = {}
+        self.allow: AllowList | None = None
+        self.cluster = (
+            Cluster(
+                config.redis_url,
+                config.redis_prefix,
+                process,
+                TIMEOUT_INTERVALS * config.announce_interval,
+            )
+            if config.redis_url
+            else None
+        )
+        self._trusted = parse_networks(config.trusted_proxies)
+        self._ids = itertools.count(1)
+
+    # Executing commands ----------------------------------------------------------------
+
+    async def execute(self, commands: list[Command]) -> None:
+        for command in commands:
+            if isinstance(command, Send):
+                outbox = self.outboxes.get(command.conn)
+                if outbox is not None:
+                    outbox.put(json.dumps(command.message, ensure_ascii=False))
+            elif self.cluster is not None:
+                await self._cluster_op(self.cluster, command)
+
+    async def _cluster_op(
+        self, cluster: Cluster, command: Forward | RecordPeer | ForgetPeer
+    ) -> None:
+        try:
+            match command:
+                case Forward():
+                    await cluster.forward(command)
+                case RecordPeer():
+                    await cluster.record(command)
+                case ForgetPeer():
+                    await cluster.forget(command)
+        except (redis.exceptions.RedisError, OSError) as error:
+            # Peers on this process keep working; the others just miss this update.
+            log.warning("tracker: redis %s failed: %r", type(command).__name__, error)
+
+    async def deliver_forwarded(self, event: Forwarded) -> None:
+        await self.execute(self.book.handle(event))
+
+    # Handlers ----------------------------------------------------------------------------
+
+    async def websocket(self, request: web.Request) -> web.StreamResponse:
+        ws = web.WebSocketResponse(
+            heartbeat=self.config.heartbeat,
+            max_msg_size=HARD_LIMIT_FACTOR * self.config.max_message_bytes,
+        )
+        if not ws.can_prepare(request).ok:
+            return web.Response(text="shoal tracker: connect with a WebSocket\n")
+        if len(self.outboxes) >= self.config.max_connections:
+            raise web.HTTPServiceUnavailable(text="too many connections\n")
+        await ws.prepare(request)
+        conn = next(self._ids)
+        ip = client_ip(request.remote, request.headers.get("X-Forwarded-For"), self._trusted)
+        location = self.locator.locate(ip, request.query.get("pop"))
+        outbox = self.outboxes[conn] = _Outbox(ws)
+        self.book.handle(ConnectionOpened(conn, ip, location))
+        try:
+            async for frame in ws:
+                if frame.type in (WSMsgType.TEXT, WSMsgType.BINARY):
+                    await self._on_frame(conn, frame.data)
+        finally:
+            del self.outboxes[conn]
+            outbox.writer.cancel()
+            await self.execute(self.book.handle(ConnectionClosed(conn)))
+        return ws
+
+    async def _on_frame(self, conn: int, data: str | bytes) -> None:
+        loop = asyncio.get_running_loop()
+        if len(data) > self.config.max_message_bytes:
+            event: Announced | Answered | Scraped | Refused = Refused(conn, Reject.TOO_LARGE)
+        else:
+            try:
+                message = json.loads(data)
+            except ValueError:
+                message = None
+            event = decode_message(conn, message, loop.time())
+        if isinstance(event, Announced | Answered):
+            info_hash = event.info_hash
+            if self.allow is not None and not await self.allow.allowed(info_hash):
+                event = Refused(conn, Reject.NOT_ALLOWED, info_hash, "announce")
+            elif isinstance(event, Announced) and self.cluster is not None:
+                event = dataclasses.replace(event, remote=await self._remote(info_hash))
+        if conn not in self.outboxes:
+            return  # closed while the origin or Redis was asked
+        if isinstance(event, Announced | Answered):
+            # Awaited lookups took time: the book's expiry order wants the time of handling.
+            event = dataclasses.replace(event, now=loop.time())
+        await self.execute(self.book.handle(event))
+
+    async def _remote(self, info_hash: str) -> tuple[RemotePeer, ...]:
+        assert self.cluster is not None
+        try:
+            return await self.cluster.remote_peers(info_hash)
+        except (redis.exceptions.RedisError, OSError) as error:
+            log.warning("tracker: redis lookup failed: %r", error)
+            return ()
+
+    async def stats(self, request: web.Request) -> web.Response:
+        return web.json_response(self.book.stats())
+
+    async def metrics(self, request: web.Request) -> web.Response:
+        return web.Response(body=render(self.registry), content_type="text/plain", charset="utf-8")
+
+    async def healthz(self, request: web.Request) -> web.Response:
+        return web.Response(text="ok\n")
+
+    # Lifecycle ---------------------------------------------------------------------------
+
+    async def _tick(self) -> None:
+        loop = asyncio.get_running_loop()
+        while True:
+            deadline = self.book.next_deadline()
+            wait = TICK_SECONDS if deadline is None else deadline - loop.time()
+            await asyncio.sleep(min(max(wait, 0.0), TICK_SECONDS))
+            await self.execute(self.book.handle(Ticked(loop.time())))
+
+    async def context(self, app: web.Application) -> AsyncIterator[None]:
+        session = None
+        if self.config.allow_list:
+            session = aiohttp.ClientSession()
+            self.allow = AllowList(
+                session,
+                self.config.origin_url,
+                allow_ttl=self.config.allow_ttl,
+                deny_ttl=self.config.deny_ttl,
+                timeout=self.config.allow_timeout,
+            )
+        if self.cluster is not None:
+            await self.cluster.start(self.deliver_forwarded)
+        ticker = asyncio.create_task(self._tick())
+        try:
+            yield
+        finally:
+            ticker.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await ticker
+            # Connections still open leave their swarms (and Redis) before Redis closes.
+            for conn in list(self.outboxes):
+                self.outboxes.pop(conn).writer.cancel()
+                await self.execute(self.book.handle(ConnectionClosed(conn)))
+            if self.cluster is not None:
+                await self.cluster.close()
+            if session is not None:
+                await session.close()
+            self.locator.close()
+
+    async def close_connections(self, app: web.Application) -> None:
+        for outbox in list(self.outboxes.values()):
+            await outbox.ws.close(code=WSCloseCode.GOING_AWAY, message=b"tracker stopping")
+
+
+TRACKER = web.AppKey("tracker", Tracker)
+
+
+def make_tracker_app(
+    config: TrackerConfig,
+    *,
+    process: str | None = None,
+    rng: random.Random | None = None,
+) -> web.Application:
+    """The tracker app. `process` names it among clustered processes (default: random);
+    `rng` breaks ties between equally close peers (default: seeded from the OS)."""
+    tracker = Tracker(config, process=process or secrets.token_hex(8), rng=rng or random.Random())
+    app = web.Application()
+    app[TRACKER] = tracker
+    for path in ("/", "/announce"):
+        app.router.add_get(path, tracker.websocket)
+    app.router.add_get("/stats.json", tracker.stats)
+    app.router.add_get("/metrics", tracker.metrics)
+    app.router.add_get("/healthz", tracker.healthz)
+    app.cleanup_ctx.append(tracker.context)
+    app.on_shutdown.append(tracker.close_connections)
+    return app
