@@ -1,7 +1,8 @@
 """`shoal up`: the whole stack on one machine, as separate processes on free ports.
 
-Nodes start in dependency order (origin, regional nodes, edges), each as the same `shoal origin`
-or `shoal edge` command an operator would run, bound to port 0 and announcing its real URL.
+Nodes start in dependency order (origin, the P2P tracker, regional nodes, edges), each as the
+same `shoal origin`, `shoal tracker` or `shoal edge` command an operator would run, bound to
+port 0 and announcing its real URL. The tracker admits only the swarms the origin registered.
 The stack is up when every node answers /healthz. A stop signal, or any node dying, stops all
 of them: edges first, then SIGKILL for any that ignore SIGTERM. Each child also asks the kernel
 to SIGTERM it if this process dies, so even a SIGKILLed `shoal up` leaves no orphans.
@@ -63,6 +64,12 @@ class LocalStack:
     def start(self) -> None:
         up = self._config.up
         origin = self._spawn("origin", "origin", [])
+        self._spawn(
+            "tracker",
+            "tracker",
+            [],
+            overrides=["tracker.allow_list=true", f"tracker.origin_url={origin.url}"],
+        )
         regionals = [
             self._spawn(f"regional-{i}", "regional", [origin]) for i in range(1, up.regionals + 1)
         ]
@@ -70,12 +77,19 @@ class LocalStack:
             self._spawn(f"edge-{i}", "edge", regionals, fallback=origin)
 
     def _spawn(
-        self, name: str, kind: str, upstreams: list[Node], fallback: Node | None = None
+        self,
+        name: str,
+        kind: str,
+        upstreams: list[Node],
+        fallback: Node | None = None,
+        overrides: list[str] | None = None,
     ) -> Node:
         announce = self._runtime_dir / f"{name}.json"
         command = [sys.executable, "-m", "deploy.cli"]
-        command += ["origin"] if kind == "origin" else ["edge", "--tier", kind]
+        command += [kind] if kind in ("origin", "tracker") else ["edge", "--tier", kind]
         command += ["--config", str(self._config_file), "--name", name, "--port", "0"]
+        for override in overrides or []:
+            command += ["--set", override]
         command += ["--announce", str(announce)]
         for upstream in upstreams:
             command += ["--upstream", upstream.url]
@@ -127,6 +141,7 @@ def _healthy(url: str) -> bool:
 
 def _status(stack: LocalStack, videos: list[str]) -> dict[str, object]:
     edges = [n for n in stack.nodes if n.kind == "edge"]
+    tracker = next(n for n in stack.nodes if n.kind == "tracker")
     return {
         "nodes": [
             {
@@ -139,6 +154,8 @@ def _status(stack: LocalStack, videos: list[str]) -> dict[str, object]:
             for n in stack.nodes
         ],
         "tokens": stack.tokens,
+        # p2p-media-loader's announceTrackers; players set swarmId to "shoal-<video>".
+        "tracker": tracker.url.replace("http://", "ws://", 1) + "/",
         "playlists": [
             {"video": video, "edge": edge.name, "url": f"{edge.url}/v/{video}/master.m3u8"}
             for video in videos
@@ -158,6 +175,8 @@ def _print_table(status: dict[str, object]) -> None:
     print("\nPlayable master playlists (open in any HLS player, e.g. ffplay or VLC):")
     for playlist in playlists:
         print(f"  {playlist['video']:<16} via {playlist['edge']:<8} {playlist['url']}")
+    print(f"\nP2P tracker (p2p-media-loader announceTrackers): {status['tracker']}")
+    print('  players set swarmId to "shoal-<video>"')
     print("\nCtrl-C stops everything.", flush=True)
 
 

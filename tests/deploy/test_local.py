@@ -11,6 +11,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
+import aiohttp
 import pytest
 
 pytestmark = [pytest.mark.slow, pytest.mark.xdist_group("shoal-up")]
@@ -75,14 +76,14 @@ def stack(data_home: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator
         running.process.wait()
 
 
-def test_runs_origin_one_regional_and_two_edges(stack: RunningStack) -> None:
+def test_runs_origin_tracker_one_regional_and_two_edges(stack: RunningStack) -> None:
     kinds = [node["kind"] for node in stack.status["nodes"]]
-    assert kinds == ["origin", "regional", "edge", "edge"]
+    assert kinds == ["origin", "tracker", "regional", "edge", "edge"]
     nodes = {node["name"]: node for node in stack.status["nodes"]}
     assert nodes["regional-1"]["upstreams"] == ["origin"]
     assert nodes["edge-1"]["upstreams"] == nodes["edge-2"]["upstreams"] == ["regional-1"]
     urls = {node["url"] for node in stack.status["nodes"]}
-    assert len(urls) == 4
+    assert len(urls) == 5
     # Three sample videos, each playable via each edge.
     videos = {p["video"] for p in stack.status["playlists"]}
     assert len(videos) == 3
@@ -120,6 +121,33 @@ def test_segments_travel_edge_regional_origin(stack: RunningStack) -> None:
         assert len(response.read()) == int(response.headers["Content-Length"])
 
 
+async def test_the_tracker_admits_the_swarms_of_the_samples_only(stack: RunningStack) -> None:
+    nodes = {node["name"]: node for node in stack.status["nodes"]}
+    video = str(stack.status["playlists"][0]["video"])
+    async with aiohttp.ClientSession() as session:
+        async with session.get(f"{nodes['origin']['url']}/api/videos/{video}/swarms") as response:
+            swarms = (await response.json())["swarms"]
+        assert swarms, "the origin registered no swarm for a sample"
+        tracker = str(stack.status["tracker"])
+        async with session.ws_connect(tracker) as ws:
+            for info_hash, allowed in ((swarms[0]["info_hash"], True), ("u" * 20, False)):
+                await ws.send_json(
+                    {
+                        "action": "announce",
+                        "event": "started",
+                        "info_hash": info_hash,
+                        "peer_id": "-PM0203-abcdefghijkl",
+                        "numwant": 5,
+                        "uploaded": 0,
+                        "downloaded": 0,
+                        "offers": [],
+                    }
+                )
+                reply = await ws.receive_json(timeout=10)
+                assert ("failure reason" not in reply) is allowed, reply
+                assert reply["info_hash"] == info_hash
+
+
 def test_sigterm_stops_every_node_cleanly(stack: RunningStack) -> None:
     pids = stack.pids()
     assert all(_alive(pid) for pid in pids)
@@ -134,7 +162,7 @@ def test_nodes_die_with_a_killed_shoal_up(data_home: Path, tmp_path: Path) -> No
     # The samples exist by now (module fixture order), so this start is quick.
     running = _start(data_home, tmp_path / "status.json", "--set", "up.edges=1")
     pids = running.pids()
-    assert len(pids) == 3
+    assert len(pids) == 4
     running.process.kill()
     running.process.wait()
     assert _wait_gone(pids, 10) == []
