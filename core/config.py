@@ -127,6 +127,11 @@ class CacheNodeConfig:
     memory_bytes: int = _opt(256 * MIB, "bytes of the memory tier", min=0)
     disk_path: str = _opt("", "directory of the disk tier (empty: memory only)")
     disk_bytes: int = _opt(0, "bytes of the disk tier below memory (0: no disk tier)", min=0)
+    disk_promote_hits: int = _opt(
+        2,
+        "disk hits that bring an object back to memory; the earlier ones are sent from disk",
+        min=1,
+    )
     eviction: str = _opt(
         "s3fifo", "eviction policy", choices=("lru", "s3fifo", "sieve", "wtinylfu", "gdsf")
     )

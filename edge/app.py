@@ -105,6 +105,7 @@ def build_node(
             require_signed=config.require_signed,
             # Ids made by this process never collide with those a disk tier kept from before.
             object_id_prefix=secrets.token_hex(4) + "-",
+            disk_promote_hits=config.disk_promote_hits,
         ),
         index=_index(config.eviction, memory_bytes),
         disk_index=_index(config.eviction, disk_bytes) if disk_bytes else None,
@@ -253,13 +254,14 @@ async def _write(request: web.Request, answer: Answer) -> web.StreamResponse:
     headers = {titled(name): value for name, value in delivery.headers.items()}
     body = answer.body
     if not isinstance(body, FetchBody):
+        content = answer.complete_body()
         complete = web.Response(status=delivery.status, headers=headers)
-        if delivery.with_body and body:
+        if delivery.with_body and content:
             if delivery.byte_range is not None:
                 first, last = delivery.byte_range
-                body = body[first : last + 1]
-            complete.body = body
-            runner.bytes_served += len(body)
+                content = content[first : last + 1]
+            complete.body = content
+            runner.bytes_served += len(content)
         return complete
     response = web.StreamResponse(status=delivery.status, headers=headers)
     try:

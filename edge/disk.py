@@ -56,7 +56,10 @@ class RecordInfo:
 
 @dataclass
 class OpenRecord:
-    """An open record: `fd` stays valid (and the bytes stable) even if the file is replaced."""
+    """An open record: `fd` stays valid (and the bytes stable) even if the file is replaced.
+
+    A disk hit's answer carries one to the shell, which sends the body from it (`sendfile`)
+    and closes it; one dropped unsent (its client left first) is closed when collected."""
 
     info: RecordInfo
     fd: int
@@ -65,7 +68,12 @@ class OpenRecord:
         return os.pread(self.fd, self.info.body_length, self.info.body_offset)
 
     def close(self) -> None:
-        os.close(self.fd)
+        fd, self.fd = self.fd, -1
+        if fd >= 0:
+            os.close(fd)
+
+    def __del__(self) -> None:
+        self.close()
 
 
 class DiskTier:

@@ -107,9 +107,10 @@ class H3RequestHandler(QuicConnectionProtocol):
         body = answer.body
         if not isinstance(body, FetchBody):
             data = b""
-            if delivery.with_body and body:
-                first, last = delivery.byte_range or (0, len(body) - 1)
-                data = body[first : last + 1]
+            content = answer.complete_body()
+            if delivery.with_body and content:
+                first, last = delivery.byte_range or (0, len(content) - 1)
+                data = content[first : last + 1]
             self._send(stream_id, delivery.status, headers, data, end=True)
             return
         self._send(stream_id, delivery.status, headers, b"", end=not delivery.with_body)

@@ -22,8 +22,10 @@ The client limits of `edge.limits` apply to both: connections are counted and re
 """
 
 import asyncio
+import contextlib
 import http
 import math
+import os
 import re
 import time
 from collections.abc import Callable, Mapping
@@ -35,6 +37,7 @@ from aiohttp.web_protocol import RequestHandler
 
 from core.cache.node import NOT_PLAIN_FIELDS, CacheNode, PlainHit
 from core.http.conditional import http_date
+from edge.disk import OpenRecord
 from edge.limits import ClientLimits, LimitedConnection, Listener
 from edge.metrics import LatencyByKind, LatencySeries
 from edge.runner import Answer, CommandRunner, FetchAborted, FetchBody
@@ -564,6 +567,9 @@ class EdgeConnection(LimitedConnection):
         delivery = answer.delivery
         body = answer.body
         assert not isinstance(body, FetchBody)
+        if isinstance(body, OpenRecord):
+            self._write_record(answer, body, keep_alive, head_only)
+            return
         content: bytes | memoryview = b""
         if _sends_body(answer, head_only) and body:
             if delivery.byte_range is not None:
@@ -576,6 +582,39 @@ class EdgeConnection(LimitedConnection):
         head = self._head(delivery.status, delivery.headers, keep_alive, chunked=False)
         self._write(head, content, keep_alive)
 
+    def _write_record(
+        self, answer: Answer, record: OpenRecord, keep_alive: bool, head_only: bool
+    ) -> None:
+        """Send a disk hit from its record: the kernel copies the body from the file to the
+        socket (`sendfile`) while the socket takes it; what it does not take at once is read
+        and queued on the transport, which keeps the order and the flow control."""
+        try:
+            delivery = answer.delivery
+            first, length = 0, 0
+            if _sends_body(answer, head_only):
+                first, last = delivery.byte_range or (0, record.info.body_length - 1)
+                length = last + 1 - first
+            head = self._head(delivery.status, delivery.headers, keep_alive, chunked=False)
+            transport = self._transport
+            if transport is None:
+                return
+            transport.write((head + "\r\n").encode("utf-8", "surrogateescape"))
+            offset = record.info.body_offset + first
+            sent = 0
+            sock = transport.get_extra_info("socket")
+            # Only with nothing queued in the transport may bytes bypass it.
+            if length and sock is not None and transport.get_write_buffer_size() == 0:
+                sent = _send_file(sock.fileno(), record.fd, offset, length)
+            if sent < length:
+                transport.write(os.pread(record.fd, length - sent, offset + sent))
+            if self._runner is not None:
+                self._runner.bytes_served += length
+            self._response_written(transport, keep_alive)
+        except OSError:
+            self.abort()  # the client left mid-body, or the disk failed: cut the connection
+        finally:
+            record.close()
+
     def _write(self, head: str, content: bytes | memoryview, keep_alive: bool) -> None:
         transport = self._transport
         if transport is None:
@@ -585,6 +624,9 @@ class EdgeConnection(LimitedConnection):
             transport.writelines((head_bytes, content))
         else:
             transport.write(head_bytes + content if content else head_bytes)
+        self._response_written(transport, keep_alive)
+
+    def _response_written(self, transport: asyncio.Transport, keep_alive: bool) -> None:
         if not keep_alive:
             transport.close()
         elif self._write_paused and not self._busy:
@@ -717,6 +759,18 @@ class EdgeConnection(LimitedConnection):
     def _idle_timed_out(self) -> None:
         if self._transport is not None and self._handler is None and not self._busy:
             self._transport.close()
+
+
+def _send_file(socket_fd: int, file_fd: int, offset: int, length: int) -> int:
+    """Bytes of `file_fd` from `offset` the non-blocking socket took, up to `length`."""
+    sent = 0
+    with contextlib.suppress(BlockingIOError):
+        while sent < length:
+            done = os.sendfile(socket_fd, file_fd, offset + sent, length - sent)
+            if done == 0:
+                break  # the file is shorter than its record said: the transport's read tells
+            sent += done
+    return sent
 
 
 def _sends_body(answer: Answer, head_only: bool) -> bool:

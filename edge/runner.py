@@ -45,7 +45,7 @@ from core.cache.events import (
 )
 from core.cache.node import CacheNode, PlainHit
 from core.http.caching import Fields, combine_fields
-from edge.disk import CorruptRecord, DiskTier
+from edge.disk import CorruptRecord, DiskTier, OpenRecord
 
 log = logging.getLogger(__name__)
 
@@ -101,8 +101,21 @@ class Answer:
     """How a client request is answered: a delivery plus where its bytes come from."""
 
     delivery: Delivery
-    body: bytes | FetchBody | None = None
-    """Complete bytes (synthetic or stored), a fetch still arriving, or nothing."""
+    body: bytes | FetchBody | OpenRecord | None = None
+    """Complete bytes (synthetic or stored), a fetch still arriving, a disk-tier record (the
+    shell sends its body and closes it), or nothing."""
+
+    def complete_body(self) -> bytes | None:
+        """The body of an answer that is not a fetch, as bytes (a record is read and closed):
+        for shells that cannot send from a file."""
+        body = self.body
+        assert not isinstance(body, FetchBody)
+        if isinstance(body, OpenRecord):
+            try:
+                return body.read_body()
+            finally:
+                body.close()
+        return body
 
 
 @dataclass
@@ -128,8 +141,10 @@ class CommandRunner:
         self.node = node
         self.memory: dict[str, bytes] = {}
         self._disk = disk
-        self._demoting: dict[str, bytes] = {}
-        """Bodies on their way to disk: still served from here until the record is written."""
+        self._demoting: dict[str, tuple[int, bytes]] = {}
+        """Bodies on their way to disk, by the demotion that sent them: still served from here
+        until the record is written."""
+        self._demotions = itertools.count(1)
         self._disk_writes: dict[str, asyncio.Task[None]] = {}
         self._last_disk_read: tuple[str, bytes] | None = None
         self._requests: dict[int, RequestReceived] = {}
@@ -238,12 +253,20 @@ class CommandRunner:
         return found
 
     def execute(self, commands: Iterable[Command]) -> None:
-        for command in commands:
+        commands = list(commands)
+        for position, command in enumerate(commands):
             match command:
                 case Respond(request_id, status, headers, body):
                     self._answer(Answer(Delivery(request_id, status, headers), body))
                 case ServeStored(object_id, delivery):
-                    stored = self._stored_body(object_id)
+                    # A disk hit that stays on disk is sent from its record; one promoted
+                    # next is read once, for memory and for this answer.
+                    promoting = commands[position + 1 : position + 2] == [Promote(object_id)]
+                    stored: bytes | OpenRecord | None = (
+                        self._stored_body(object_id)
+                        if promoting
+                        else self._body_in_memory(object_id) or self._open_record(object_id)
+                    )
                     if stored is None:
                         self._lost(object_id, delivery.request_id)
                     else:
@@ -280,20 +303,10 @@ class CommandRunner:
 
     def _stored_body(self, object_id: str) -> bytes | None:
         """A stored object's body from memory, a pending disk write, or the disk tier."""
-        body = self.memory.get(object_id) or self._demoting.get(object_id)
+        body = self._body_in_memory(object_id)
         if body is not None:
             return body
-        if self._last_disk_read is not None and self._last_disk_read[0] == object_id:
-            return self._last_disk_read[1]  # the read of the hit that now promotes it
-        if self._disk is None:
-            return None
-        try:
-            record = self._disk.open(object_id)
-        except CorruptRecord as exc:
-            log.warning(
-                "%s: disk record of %r dropped: %s", self.node.settings.name, object_id, exc
-            )
-            return None
+        record = self._open_record(object_id)
         if record is None:
             return None
         try:
@@ -302,6 +315,26 @@ class CommandRunner:
             record.close()
         self._last_disk_read = (object_id, body)
         return body
+
+    def _body_in_memory(self, object_id: str) -> bytes | None:
+        body = self.memory.get(object_id)
+        if body is None and object_id in self._demoting:
+            body = self._demoting[object_id][1]
+        last_read = self._last_disk_read
+        if body is None and last_read is not None and last_read[0] == object_id:
+            return last_read[1]  # the read of the hit that now promotes it
+        return body
+
+    def _open_record(self, object_id: str) -> OpenRecord | None:
+        if self._disk is None:
+            return None
+        try:
+            return self._disk.open(object_id)
+        except CorruptRecord as exc:
+            log.warning(
+                "%s: disk record of %r dropped: %s", self.node.settings.name, object_id, exc
+            )
+            return None
 
     def _lost(self, object_id: str, request_id: int) -> None:
         """A stored body could not be read: the node forgets it and decides the request again."""
@@ -318,26 +351,37 @@ class CommandRunner:
         body = self.memory.pop(object_id, None)
         if body is None or self._disk is None:
             return
-        self._demoting[object_id] = body
+        demotion = next(self._demotions)
+        self._demoting[object_id] = (demotion, body)
         disk = self._disk
+        # An object promoted and demoted again while its first record is being written: the
+        # writes of one record go one after the other, and only the last decides its fate.
+        previous = self._disk_writes.get(object_id)
 
         async def write() -> None:
+            if previous is not None:
+                await asyncio.wait([previous])
             try:
                 await asyncio.to_thread(disk.write, object_id, dict(record), body)
             except OSError as exc:
                 log.warning(
                     "%s: disk write of %r failed: %r", self.node.settings.name, object_id, exc
                 )
-                if self._demoting.pop(object_id, None) is not None:
+                if self._demoting.get(object_id, (None,))[0] == demotion:
+                    del self._demoting[object_id]
                     self.feed(StoredObjectLost(object_id, self.now()))
                 return
             finally:
-                self._disk_writes.pop(object_id, None)
-            if self._demoting.pop(object_id, None) is None:
+                if self._disk_writes.get(object_id) is task:
+                    del self._disk_writes[object_id]
+            pending = self._demoting.get(object_id)
+            if pending is None:
                 # Dropped while it was being written: the record must not outlive the drop.
                 self._delete_record(object_id)
+            elif pending[0] == demotion:
+                del self._demoting[object_id]
 
-        self._disk_writes[object_id] = self._spawn(write())
+        task = self._disk_writes[object_id] = self._spawn(write())
 
     def _delete_record(self, object_id: str) -> None:
         if self._disk is None or object_id in self._disk_writes:

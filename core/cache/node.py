@@ -142,12 +142,17 @@ class NodeSettings:
     """Refuse (403) media requests (under `/v/`) without a valid signed URL; needs keys."""
     object_id_prefix: str = ""
     """Makes object ids unique across restarts of a node whose disk tier outlives it."""
+    disk_promote_hits: int = 2
+    """Disk hits (since its demotion) that bring an object back to memory; the hits before
+    are served from disk. One-off hits on the long tail then evict nothing hot from memory."""
 
     def __post_init__(self) -> None:
         if self.require_signed and not self.signing_keys:
             raise ValueError("require_signed needs at least one signing key")
         if any(not key for key in self.signing_keys):
             raise ValueError("a signing key must not be empty")
+        if self.disk_promote_hits < 1:
+            raise ValueError("disk_promote_hits must be at least 1")
 
 
 class _Mode(Enum):
@@ -202,6 +207,8 @@ class _Stored:
     """Derived from `meta` on the first hit; stale once `meta` is replaced."""
     on_disk: bool = False
     """In the disk tier only (not in memory)."""
+    disk_hits: int = 0
+    """Hits while on disk, since it went there (`NodeSettings.disk_promote_hits`)."""
 
     def shared_facts(self, node: str) -> _Shared:
         """The facts of `meta` every hit on this object served by `node` shares."""
@@ -931,6 +938,7 @@ class CacheNode:
                 dropped.append(object_id)
                 continue
             stored.on_disk = True
+            stored.disk_hits = 0
             if self._plain_hits.get(stored.key) is stored:
                 del self._plain_hits[stored.key]
             self.stats.demotions += 1
@@ -951,10 +959,15 @@ class CacheNode:
         yield from self._demote(in_memory, now)
 
     def _promote(self, stored: _Stored, now: float) -> Iterator[Command]:
-        """A disk hit: the object is warm again, so it goes back to memory."""
+        """A disk hit: once an object has had `disk_promote_hits` of them it is warm again, so
+        it goes back to memory."""
         assert self._disk_index is not None
+        stored.disk_hits += 1
         charge = _charge(stored.size, stored.meta)
-        if charge > self._index.capacity_bytes:
+        if (
+            stored.disk_hits < self.settings.disk_promote_hits
+            or charge > self._index.capacity_bytes
+        ):
             self._disk_index.lookup(stored.object_id, now)
             return
         self._disk_index.remove(stored.object_id)

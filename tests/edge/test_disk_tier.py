@@ -1,6 +1,9 @@
-"""The disk tier under a real node: demoted objects survive a restart, and a damaged record is
-refetched instead of served."""
+"""The disk tier under a real node: demoted objects survive a restart, a damaged record is
+refetched instead of served, and disk hits go from the record to the socket (sendfile)."""
 
+import asyncio
+import contextlib
+import os
 from collections import Counter
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -13,6 +16,9 @@ from aiohttp.test_utils import BaseTestServer, TestServer
 from core.config import CacheNodeConfig
 from edge.app import make_cache_app
 from edge.disk import DiskTier
+from tests.edge.harness import Node, Upstream
+from tests.edge.harness import client_session as harness_session
+from tests.edge.harness import node_config as harness_config
 
 BODY_BYTES = 200_000
 SEEN = web.AppKey("seen", Counter[str])
@@ -68,8 +74,9 @@ async def test_demoted_objects_survive_a_restart(
         for path in PATHS:
             body, _ = await get(first, path)
             assert body == expected(path)
-        body, status = await get(first, PATHS[0])  # from disk, promoted back to memory
-        assert body == expected(PATHS[0]) and "edge-d; hit" in status
+        for _ in range(2):  # from disk; the second disk hit promotes it back to memory
+            body, status = await get(first, PATHS[0])
+            assert body == expected(PATHS[0]) and "edge-d; hit" in status
         async with (
             aiohttp.ClientSession() as session,
             session.get(first.make_url("/metrics")) as response,
@@ -103,3 +110,77 @@ async def test_a_truncated_record_is_refetched(
         assert body == expected(PATHS[0])  # never the damaged bytes
         assert "fwd=uri-miss" in status
     assert origin[1][PATHS[0]] == 2
+
+
+# ---- disk hits on the lean HTTP/1.1 listener: sent from the record with sendfile ---------------
+
+BIG = "/v/big/360p/seg_00001.m4s"
+BIG_BODY = os.urandom(6 * 1024 * 1024)
+"""More than a loopback socket takes at once: the rest goes through the transport."""
+
+
+def open_records(disk: Path) -> list[str]:
+    """The records under `disk` this process holds open (not the temporary files of writes)."""
+    held = []
+    for fd in Path("/proc/self/fd").iterdir():
+        with contextlib.suppress(FileNotFoundError):
+            held.append(str(fd.readlink()))
+    return [name for name in held if name.startswith(str(disk)) and name.endswith(".rec")]
+
+
+async def written(disk: Path, path: str) -> None:
+    """Wait until the record of `path` is on disk (demotions are written in the background)."""
+    for _ in range(500):
+        if any(path in record.object_id for record in DiskTier(disk).scan()):
+            return
+        await asyncio.sleep(0.01)
+    raise AssertionError(f"{path} never reached the disk tier")
+
+
+async def test_disk_hits_are_sent_from_the_record(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    sent_by_kernel: list[int] = []
+    real_sendfile = os.sendfile
+
+    def counting_sendfile(out_fd: int, in_fd: int, offset: int | None, count: int) -> int:
+        done = real_sendfile(out_fd, in_fd, offset, count)
+        sent_by_kernel.append(done)
+        return done
+
+    monkeypatch.setattr(os, "sendfile", counting_sendfile)
+    upstream = await Upstream().start()
+    upstream.static(BIG, BIG_BODY, headers={"Cache-Control": "max-age=3600"})
+    for path in PATHS:
+        upstream.static(path, expected(path), headers={"Cache-Control": "max-age=3600"})
+    config = harness_config(
+        [upstream.url],
+        memory_bytes=len(BIG_BODY) + BODY_BYTES,
+        disk_bytes=len(BIG_BODY) * 4,
+        disk_path=str(tmp_path / "disk"),
+        disk_promote_hits=3,
+    )
+    node = await Node(config).start()
+    try:
+        async with harness_session() as session:
+            for path in [BIG, *PATHS]:  # BIG is demoted to disk
+                async with session.get(node.url + path) as response:
+                    await response.read()
+            await written(tmp_path / "disk", BIG)
+            async with session.get(node.url + BIG) as response:  # a disk hit, whole
+                assert response.status == 200 and await response.read() == BIG_BODY
+            headers = {"Range": "bytes=1000-1999"}
+            async with session.get(node.url + BIG, headers=headers) as response:
+                assert response.status == 206 and await response.read() == BIG_BODY[1000:2000]
+            assert node.runner.node.stats.promotions == 0  # both were sent from disk
+            async with session.head(node.url + BIG) as response:  # the third promotes
+                assert response.headers["Content-Length"] == str(len(BIG_BODY))
+            assert node.runner.node.stats.promotions == 1
+        # The kernel sent part of each body (the rest went through the transport), and every
+        # record opened for an answer was closed.
+        assert 0 < sent_by_kernel[0] <= len(BIG_BODY) and sent_by_kernel[-1] == 1000
+        assert open_records(tmp_path / "disk") == []
+        assert upstream.count(BIG) == 1
+    finally:
+        await node.stop()
+        await upstream.stop()

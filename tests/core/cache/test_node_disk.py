@@ -32,13 +32,21 @@ SIZE = 1000
 CHARGE = SIZE + OBJECT_OVERHEAD_BYTES + len('content-length1000etag"e"cache-controlmax-age=600')
 
 
-def make_node(memory_objects: int, disk_objects: int, prefix: str = "a") -> CacheNode:
+def make_node(
+    memory_objects: int, disk_objects: int, prefix: str = "a", promote_hits: int = 1
+) -> CacheNode:
     def index(objects: int) -> CacheIndex:
         capacity = objects * CHARGE
         return CacheIndex(capacity, create_eviction_policy("lru", capacity_bytes=capacity))
 
     return CacheNode(
-        NodeSettings(name="edge-d", tier="edge", parents=("http://r",), object_id_prefix=prefix),
+        NodeSettings(
+            name="edge-d",
+            tier="edge",
+            parents=("http://r",),
+            object_id_prefix=prefix,
+            disk_promote_hits=promote_hits,
+        ),
         index=index(memory_objects),
         disk_index=index(disk_objects) if disk_objects else None,
         admission=create_admission_policy("always", AdmissionSettings()),
@@ -94,6 +102,30 @@ def test_a_full_disk_drops_its_least_recently_used() -> None:
     playbook << Expect(DropStored, object_ids=(first,))
     playbook >> RequestReceived(4, "GET", path(1), {}, T0)
     playbook.take(FetchUpstream)  # gone from both tiers
+
+
+def test_disk_hits_before_the_promoting_one_are_served_from_disk() -> None:
+    playbook = Playbook(make_node(memory_objects=1, disk_objects=2, promote_hits=3))
+    first = fill(playbook, 1, 1)
+    fill(playbook, 2, 2)
+    playbook << Expect(Demote, object_id=first)
+    playbook.done()
+    for request_id in (3, 4):  # served from disk; memory (object 2) untouched
+        playbook >> RequestReceived(request_id, "GET", path(1), {}, T0 + request_id)
+        playbook << Expect(ServeStored, object_id=first)
+        playbook.done()
+    playbook >> RequestReceived(5, "GET", path(1), {}, T0 + 5)
+    playbook << Expect(ServeStored, object_id=first)
+    playbook << Expect(Promote, object_id=first)
+    assert playbook.take(Demote).record["key"] == path(2)
+    playbook.done()
+    # Demoted again, it starts counting afresh.
+    fill(playbook, 3, 6)
+    playbook << Expect(Demote, object_id=first)
+    playbook.done()
+    playbook >> RequestReceived(7, "GET", path(1), {}, T0 + 7)
+    playbook << Expect(ServeStored, object_id=first)
+    playbook.done()
 
 
 def test_a_restarted_node_knows_its_disk_records() -> None:
