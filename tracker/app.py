@@ -5,9 +5,10 @@ The shell only turns I/O into `SwarmBook` events and executes the commands it ge
 each WebSocket text frame is decoded (JSON, at most `max_message_bytes` characters; frames
 over four times that close the connection with 1009), checked against the allow-list when
 configured, completed with the swarm's members on other processes when clustered, and handed
-to the book. `Send` commands go to a bounded per-connection outbox drained by one writer task,
-so a client that stops reading loses messages instead of stalling the peers that announce to
-it. A timer feeds `Ticked` at the book's next deadline (at most `TICK_SECONDS` apart).
+to the book. `Send` commands become WebSocket frames written without awaiting (`_Outboxes`:
+joined per connection once per event-loop turn; compression is not offered), so a client that
+stops reading loses messages instead of stalling the peers that announce to it. A timer feeds
+`Ticked` at the book's next deadline (at most `TICK_SECONDS` apart).
 """
 
 import asyncio
@@ -18,6 +19,7 @@ import json
 import logging
 import random
 import secrets
+import struct
 from collections.abc import AsyncIterator
 
 import aiohttp
@@ -35,6 +37,7 @@ from core.p2p.swarm import (
     ForgetPeer,
     Forward,
     Forwarded,
+    Message,
     RecordPeer,
     Refused,
     Reject,
@@ -54,31 +57,76 @@ log = logging.getLogger(__name__)
 
 TICK_SECONDS = 1.0
 """Longest wait between two looks at expiring peers."""
-OUTBOX_MESSAGES = 256
-"""Messages queued for one client before new ones are dropped (it is not reading)."""
+OUTBOX_BYTES = 256 * 1024
+"""Bytes waiting in a client's send buffer past which messages to it are dropped (it is not
+reading)."""
 HARD_LIMIT_FACTOR = 4
 """Frames over this many times `max_message_bytes` are not even read (aiohttp closes, 1009)."""
 
+_encode = json.JSONEncoder(separators=(",", ":"), check_circular=False).encode
+"""Compact JSON, as bittorrent-tracker's `JSON.stringify`. ASCII-only (latin-1 ids escaped as
+`\\u00XX`, which decode to the same string): the stdlib's fastest encoder path."""
 
-class _Outbox:
-    """One connection's queue of JSON texts and the task writing them."""
 
-    def __init__(self, ws: web.WebSocketResponse) -> None:
-        self.ws = ws
-        self.queue: asyncio.Queue[str] = asyncio.Queue(OUTBOX_MESSAGES)
+def text_frame(text: str) -> bytes:
+    """`text` as one unmasked, uncompressed WebSocket text frame (RFC 6455 section 5.2): what a
+    server sends when no extension was negotiated."""
+    payload = text.encode()
+    size = len(payload)
+    if size < 126:
+        return _PACK_SHORT(0x81, size) + payload
+    if size < 65536:
+        return _PACK_MEDIUM(0x81, 126, size) + payload
+    return _PACK_LONG(0x81, 127, size) + payload
+
+
+_PACK_SHORT = struct.Struct("!BB").pack
+_PACK_MEDIUM = struct.Struct("!BBH").pack
+_PACK_LONG = struct.Struct("!BBQ").pack
+
+
+class _Outboxes:
+    """Frames for the open connections, written straight to their transports.
+
+    aiohttp's `send_str` is a coroutine: awaiting one per relayed message (a task per connection
+    draining a queue) cost more than the book's decisions. Frames are written here without
+    awaiting: those produced during one turn of the event loop are joined per connection and
+    written at the end of the turn (one `write` per connection, not one per message). A client
+    whose send buffer holds over `OUTBOX_BYTES` is not reading: what it is sent is dropped
+    (counted) instead of growing the buffer or stalling anyone. Nothing is written once aiohttp
+    began closing the socket (no data frame may follow a close frame), so aiohttp's own frames
+    (pong, close) and these never interleave: both are written whole, on one thread.
+    """
+
+    def __init__(self) -> None:
+        self.open: dict[int, tuple[web.WebSocketResponse, asyncio.Transport]] = {}
         self.dropped = 0
-        self.writer = asyncio.create_task(self._write())
+        self._pending: dict[int, list[bytes]] = {}
 
-    def put(self, text: str) -> None:
-        try:
-            self.queue.put_nowait(text)
-        except asyncio.QueueFull:
-            self.dropped += 1
+    def add(self, conn: int, ws: web.WebSocketResponse, transport: asyncio.Transport) -> None:
+        self.open[conn] = (ws, transport)
 
-    async def _write(self) -> None:
-        with contextlib.suppress(ConnectionError, RuntimeError):
-            while True:
-                await self.ws.send_str(await self.queue.get())
+    def remove(self, conn: int) -> None:
+        del self.open[conn]
+        self._pending.pop(conn, None)
+
+    def put(self, conn: int, message: Message) -> None:
+        if conn not in self.open:
+            return
+        if not self._pending:
+            asyncio.get_running_loop().call_soon(self.flush)
+        self._pending.setdefault(conn, []).append(text_frame(_encode(message)))
+
+    def flush(self) -> None:
+        pending, self._pending = self._pending, {}
+        for conn, frames in pending.items():
+            ws, transport = self.open[conn]
+            if ws.closed or transport.is_closing():
+                continue
+            if transport.get_write_buffer_size() > OUTBOX_BYTES:
+                self.dropped += len(frames)
+            else:
+                transport.write(b"".join(frames) if len(frames) > 1 else frames[0])
 
 
 class Tracker:
@@ -88,8 +136,8 @@ class Tracker:
         self.config = config
         self.book = SwarmBook(config, rng)
         self.locator = Locator(config.geoip_db, pop_from_query=config.pop_from_query)
-        self.registry = metrics_registry(self.book, lambda: len(self.outboxes))
-        self.outboxes: dict[int, _Outbox] = {}
+        self.outboxes = _Outboxes()
+        self.registry = metrics_registry(self.book, lambda: len(self.outboxes.open))
         self.allow: AllowList | None = None
         self.cluster = (
             Cluster(
@@ -109,9 +157,7 @@ class Tracker:
     async def execute(self, commands: list[Command]) -> None:
         for command in commands:
             if isinstance(command, Send):
-                outbox = self.outboxes.get(command.conn)
-                if outbox is not None:
-                    outbox.put(json.dumps(command.message, ensure_ascii=False))
+                self.outboxes.put(command.conn, command.message)
             elif self.cluster is not None:
                 await self._cluster_op(self.cluster, command)
 
@@ -138,25 +184,28 @@ class Tracker:
     async def websocket(self, request: web.Request) -> web.StreamResponse:
         ws = web.WebSocketResponse(
             heartbeat=self.config.heartbeat,
+            compress=False,
             max_msg_size=HARD_LIMIT_FACTOR * self.config.max_message_bytes,
         )
         if not ws.can_prepare(request).ok:
             return web.Response(text="shoal tracker: connect with a WebSocket\n")
-        if len(self.outboxes) >= self.config.max_connections:
+        if len(self.outboxes.open) >= self.config.max_connections:
             raise web.HTTPServiceUnavailable(text="too many connections\n")
         await ws.prepare(request)
+        transport = request.transport
+        if transport is None:  # the client left during the handshake
+            return ws
         conn = next(self._ids)
         ip = client_ip(request.remote, request.headers.get("X-Forwarded-For"), self._trusted)
         location = self.locator.locate(ip, request.query.get("pop"))
-        outbox = self.outboxes[conn] = _Outbox(ws)
+        self.outboxes.add(conn, ws, transport)
         self.book.handle(ConnectionOpened(conn, ip, location))
         try:
             async for frame in ws:
                 if frame.type in (WSMsgType.TEXT, WSMsgType.BINARY):
                     await self._on_frame(conn, frame.data)
         finally:
-            del self.outboxes[conn]
-            outbox.writer.cancel()
+            self.outboxes.remove(conn)
             await self.execute(self.book.handle(ConnectionClosed(conn)))
         return ws
 
@@ -167,21 +216,25 @@ class Tracker:
         else:
             try:
                 message = json.loads(data)
-            except ValueError:
+            except (ValueError, RecursionError):  # RecursionError: nested too deep
                 message = None
             event = decode_message(conn, message, loop.time())
-        if isinstance(event, Announced | Answered):
-            info_hash = event.info_hash
-            if self.allow is not None and not await self.allow.allowed(info_hash):
-                event = Refused(conn, Reject.NOT_ALLOWED, info_hash, "announce")
-            elif isinstance(event, Announced) and self.cluster is not None:
-                event = dataclasses.replace(event, remote=await self._remote(info_hash))
-        if conn not in self.outboxes:
-            return  # closed while the origin or Redis was asked
-        if isinstance(event, Announced | Answered):
-            # Awaited lookups took time: the book's expiry order wants the time of handling.
-            event = dataclasses.replace(event, now=loop.time())
+        if isinstance(event, Announced | Answered) and (self.allow or self.cluster):
+            vetted = await self._vet(event)
+            if conn not in self.outboxes.open:
+                return  # closed while the origin or Redis was asked
+            event = vetted
         await self.execute(self.book.handle(event))
+
+    async def _vet(self, event: Announced | Answered) -> Announced | Answered | Refused:
+        """Ask the origin's allow-list and Redis what they must say about an announce."""
+        info_hash = event.info_hash
+        if self.allow is not None and not await self.allow.allowed(info_hash):
+            return Refused(event.conn, Reject.NOT_ALLOWED, info_hash, "announce")
+        if isinstance(event, Announced) and self.cluster is not None:
+            event = dataclasses.replace(event, remote=await self._remote(info_hash))
+        # Awaited lookups took time: the book's expiry order wants the time of handling.
+        return dataclasses.replace(event, now=asyncio.get_running_loop().time())
 
     async def _remote(self, info_hash: str) -> tuple[RemotePeer, ...]:
         assert self.cluster is not None
@@ -231,8 +284,8 @@ class Tracker:
             with contextlib.suppress(asyncio.CancelledError):
                 await ticker
             # Connections still open leave their swarms (and Redis) before Redis closes.
-            for conn in list(self.outboxes):
-                self.outboxes.pop(conn).writer.cancel()
+            for conn in list(self.outboxes.open):
+                self.outboxes.remove(conn)
                 await self.execute(self.book.handle(ConnectionClosed(conn)))
             if self.cluster is not None:
                 await self.cluster.close()
@@ -241,8 +294,8 @@ class Tracker:
             self.locator.close()
 
     async def close_connections(self, app: web.Application) -> None:
-        for outbox in list(self.outboxes.values()):
-            await outbox.ws.close(code=WSCloseCode.GOING_AWAY, message=b"tracker stopping")
+        for ws, _ in list(self.outboxes.open.values()):
+            await ws.close(code=WSCloseCode.GOING_AWAY, message=b"tracker stopping")
 
 
 TRACKER = web.AppKey("tracker", Tracker)

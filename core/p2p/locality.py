@@ -63,6 +63,10 @@ def nearest(
     sampled, so a swarm of thousands costs no sort per announce."""
     if count <= 0:
         return []
+    if origin == UNKNOWN:
+        # Shares nothing with anyone (no geo DB, no PoP): a single rank, nothing to compare.
+        pool = [candidate for candidate, _ in candidates]
+        return pool if len(pool) <= count else rng.sample(pool, count)
     buckets: list[list[T]] = [[] for _ in range(FARTHEST + 1)]
     for candidate, location in candidates:
         buckets[rank(origin, location)].append(candidate)
