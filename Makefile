@@ -4,13 +4,19 @@ PYTHON ?= python3.11
 VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
-# Debian packages the stack and the tests need, as `command:package`.
-SYSTEM_DEPS := ffmpeg:ffmpeg ffprobe:ffmpeg redis-server:redis-server
+# Debian packages the stack and the tests need, as `command:package`: chromium and npm for the
+# browser interop tests and the player page, iproute2 for the tests' network namespaces.
+SYSTEM_DEPS := ffmpeg:ffmpeg ffprobe:ffmpeg redis-server:redis-server chromium:chromium \
+	npm:npm ip:iproute2
+# The player page's packages (hls.js, p2p-media-loader 2.3), from npm, served locally. Install
+# scripts are skipped: a dependency's would download a native binary the page never uses.
+PLAYER := deploy/player
+PLAYER_STAMP := $(PLAYER)/node_modules/.package-lock.json
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
-.PHONY: up test lint typecheck imports unit system-deps venv clean
+.PHONY: up test lint typecheck imports unit system-deps venv player clean
 
-up: system-deps venv
+up: system-deps venv player
 	$(BIN)/shoal up
 
 test: system-deps venv lint typecheck imports unit
@@ -26,10 +32,15 @@ typecheck: venv
 imports: venv
 	$(BIN)/lint-imports
 
-unit: venv
+unit: venv player
 	$(BIN)/pytest -n 2 --dist loadgroup
 
 venv: $(STAMP)
+
+player: $(PLAYER_STAMP)
+
+$(PLAYER_STAMP): $(PLAYER)/package.json $(PLAYER)/package-lock.json
+	npm ci --prefix $(PLAYER) --ignore-scripts --no-audit --no-fund
 
 $(STAMP): pyproject.toml
 	@command -v $(PYTHON) >/dev/null || { echo "make: $(PYTHON) is required" >&2; exit 1; }
@@ -49,4 +60,4 @@ system-deps:
 	fi
 
 clean:
-	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache .import_linter_cache
+	rm -rf $(VENV) $(PLAYER)/node_modules .pytest_cache .mypy_cache .ruff_cache .import_linter_cache

@@ -18,6 +18,7 @@ import tempfile
 import time
 import urllib.error
 import urllib.request
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import FrameType
@@ -109,7 +110,7 @@ class LocalStack:
                 raise StackError(f"{node.name} exited with status {node.process.returncode}")
             if not node.url and node.announce.exists():
                 node.url = json.loads(node.announce.read_text())["url"]
-            if node.url and _healthy(node.url):
+            if node.url and healthy(node.url):
                 return
             time.sleep(0.05)
         raise StackError(f"{node.name} was not healthy after {self._config.up.start_timeout}s")
@@ -119,19 +120,27 @@ class LocalStack:
 
     def stop(self) -> None:
         # Edges first, so no node is left forwarding to one that is already gone.
-        for node in reversed(self.nodes):
-            if node.process.poll() is None:
-                node.process.send_signal(signal.SIGTERM)
-        deadline = time.monotonic() + STOP_GRACE_SECONDS
-        for node in reversed(self.nodes):
-            try:
-                node.process.wait(timeout=max(0.0, deadline - time.monotonic()))
-            except subprocess.TimeoutExpired:
-                node.process.kill()
-                node.process.wait()
+        stop_in_reverse([node.process for node in self.nodes])
 
 
-def _healthy(url: str) -> bool:
+def stop_in_reverse(
+    processes: Sequence["subprocess.Popen[bytes]"], grace: float = STOP_GRACE_SECONDS
+) -> None:
+    """SIGTERM the processes, last started first; SIGKILL those still running after `grace`."""
+    for process in reversed(processes):
+        if process.poll() is None:
+            process.send_signal(signal.SIGTERM)
+    deadline = time.monotonic() + grace
+    for process in reversed(processes):
+        try:
+            process.wait(timeout=max(0.0, deadline - time.monotonic()))
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
+
+
+def healthy(url: str) -> bool:
+    """Whether the node at `url` answers /healthz with 200 within a second."""
     try:
         with urllib.request.urlopen(f"{url}/healthz", timeout=1.0) as response:
             return bool(response.status == 200)

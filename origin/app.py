@@ -82,6 +82,15 @@ def package_hidden(app: web.Application, package_id: str) -> bool:
     return visible is not None and visible(package_id) is False
 
 
+CORS_FIELDS = {
+    "Access-Control-Allow-Origin": "*",
+    "Access-Control-Expose-Headers": "Age, Cache-Status, Content-Length, Content-Range, Via",
+}
+"""On every media response: players (hls.js) load playlists and segments from pages on other
+origins, and show the caches' `Cache-Status`. Media is public (signed URLs carry their own
+authority), so any page may read it; edges store and pass on these fields like the others."""
+
+
 def make_origin_app(store: ContentStore, config: OriginConfig) -> web.Application:
     """The origin application over `store`; the caller owns the store and closes it."""
     app = web.Application(middlewares=[_check_path_and_log])
@@ -104,6 +113,8 @@ async def _check_path_and_log(request: web.Request, handler: Handler) -> web.Str
         except web.HTTPException as exc:
             log.debug("%s %r -> %d", request.method, request.raw_path, exc.status)
             raise
+    if request.path.startswith("/v/"):
+        response.headers.update(CORS_FIELDS)
     # %r keeps a hostile path from forging log lines (it escapes newlines and controls).
     log.debug("%s %r -> %d", request.method, request.raw_path, response.status)
     return response

@@ -70,11 +70,13 @@ async def raw_request(
 
 
 def representation_headers(response: ClientResponse) -> dict[str, str]:
-    """The response's fields (names lowercased) except those that vary with each response."""
+    """The response's fields (names lowercased) except those that vary with each response and
+    the CORS fields every media response carries (tested on their own)."""
     return {
         name.lower(): value
         for name, value in response.headers.items()
         if name.lower() not in ("date", "server", "connection", "keep-alive")
+        and not name.lower().startswith("access-control-")
     }
 
 
@@ -562,3 +564,15 @@ async def test_at_most_one_debug_line_per_request(
     records = [record for record in caplog.records if record.name == "origin.app"]
     assert len(records) == 3
     assert all(record.levelno == logging.DEBUG for record in records)
+
+
+async def test_media_responses_allow_any_page_to_read_them(tmp_path: Path) -> None:
+    store = FilesystemStore(tmp_path / "store")
+    store.put_bytes("videos/cors/360p/index.m3u8", b"#EXTM3U\n")
+    async with TestClient(TestServer(make_origin_app(store, OriginConfig()))) as client:
+        for path in ("/v/cors/360p/index.m3u8", "/v/cors/missing.m4s"):
+            response = await client.get(path, headers={"Origin": "https://app.example"})
+            assert response.headers["Access-Control-Allow-Origin"] == "*"
+            assert "Cache-Status" in response.headers["Access-Control-Expose-Headers"]
+        health = await client.get("/healthz")
+        assert "Access-Control-Allow-Origin" not in health.headers

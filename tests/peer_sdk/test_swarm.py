@@ -21,11 +21,12 @@ from aiohttp import web
 from core.config import OriginConfig, TrackerConfig
 from origin.app import make_origin_app
 from origin.store.fs import FilesystemStore
+from tests.netns import Lan, Namespace, require_netns
 from tests.peer_sdk.content import Package, publish
-from tests.peer_sdk.netns import USES_NETNS, Topology, peer_namespaces
 from tracker.app import make_tracker_app
 
-pytestmark = USES_NETNS
+# Namespace tests run on one xdist worker, one after the other.
+pytestmark = [pytest.mark.xdist_group("netns"), pytest.mark.slow]
 ROOT = Path(__file__).resolve().parents[2]
 PEER = [sys.executable, "-m", "peer_sdk"]
 
@@ -44,18 +45,21 @@ async def serving(app: web.Application, host: str) -> AsyncIterator[str]:
 
 
 @asynccontextmanager
-async def stack(tmp_path: Path) -> AsyncIterator[tuple[Topology, str, str, Package]]:
-    """Namespaces, an origin with one synthetic video, a tracker: (topology, edge, tracker)."""
+async def stack(tmp_path: Path) -> AsyncIterator[tuple[list[Namespace], str, str, Package]]:
+    """Two namespaces on a LAN, an origin with one synthetic video and a tracker on the LAN's
+    host address: (namespaces, edge, tracker, package)."""
+    require_netns()
     store = FilesystemStore(tmp_path / "store")
     package = publish(store, "swarmvid")
-    with peer_namespaces(2) as topology:
+    with Lan() as lan:
+        namespaces = [lan.add(), lan.add()]
         origin = make_origin_app(store, OriginConfig())
-        tracker = make_tracker_app(TrackerConfig(host=topology.server_ip, port=0))
+        tracker = make_tracker_app(TrackerConfig(host=lan.host_address, port=0))
         async with (
-            serving(origin, topology.server_ip) as edge,
-            serving(tracker, topology.server_ip) as ws,
+            serving(origin, lan.host_address) as edge,
+            serving(tracker, lan.host_address) as ws,
         ):
-            yield topology, f"http://{edge}", f"ws://{ws}/", package
+            yield namespaces, f"http://{edge}", f"ws://{ws}/", package
 
 
 class Process:
@@ -65,10 +69,9 @@ class Process:
         self.process = process
 
     @classmethod
-    async def start(cls, topology: Topology, index: int, *args: str) -> Process:
+    async def start(cls, namespace: Namespace, *args: str) -> Process:
         process = await asyncio.create_subprocess_exec(
-            *topology.exec_prefix(index),
-            *args,
+            *namespace.command(args),
             cwd=ROOT,
             stdout=asyncio.subprocess.PIPE,
         )
@@ -103,10 +106,9 @@ def peer_args(edge: str, tracker: str, video: str, *extra: str) -> list[str]:
 
 @pytest.mark.timeout(90)
 async def test_second_viewer_gets_most_bytes_from_the_first(tmp_path: Path) -> None:
-    async with stack(tmp_path) as (topology, edge, tracker, package):
+    async with stack(tmp_path) as (namespaces, edge, tracker, package):
         first = await Process.start(
-            topology,
-            0,
+            namespaces[0],
             *peer_args(edge, tracker, package.video_id, "--speed", "30", "--linger", "60"),
         )
         second: Process | None = None
@@ -115,8 +117,7 @@ async def test_second_viewer_gets_most_bytes_from_the_first(tmp_path: Path) -> N
             assert played["result"]["sha256"] == package.sha256
             assert played["stats"]["p2p_bytes"] == 0
             second = await Process.start(
-                topology,
-                1,
+                namespaces[1],
                 *peer_args(edge, tracker, package.video_id, "--speed", "6", "--wait-peers", "1"),
             )
             played = await second.until("played", 40)
@@ -137,10 +138,9 @@ async def test_second_viewer_gets_most_bytes_from_the_first(tmp_path: Path) -> N
 
 @pytest.mark.timeout(90)
 async def test_corrupt_peer_is_dropped_and_http_serves_the_right_bytes(tmp_path: Path) -> None:
-    async with stack(tmp_path) as (topology, edge, tracker, package):
+    async with stack(tmp_path) as (namespaces, edge, tracker, package):
         evil = await Process.start(
-            topology,
-            0,
+            namespaces[0],
             sys.executable,
             "-m",
             "tests.peer_sdk.evil_peer",
@@ -152,8 +152,7 @@ async def test_corrupt_peer_is_dropped_and_http_serves_the_right_bytes(tmp_path:
         try:
             assert await evil.line(30) == "ready"
             viewer = await Process.start(
-                topology,
-                1,
+                namespaces[1],
                 *peer_args(edge, tracker, package.video_id, "--speed", "6", "--wait-peers", "1"),
             )
             played = await viewer.until("played", 40)
