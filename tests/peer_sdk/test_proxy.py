@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import random
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -12,6 +13,7 @@ from aiohttp.test_utils import TestClient, TestServer
 
 from core.config import OriginConfig
 from origin.app import make_origin_app
+from origin.ladder import SAMPLE_LADDER, package_video
 from origin.store.fs import FilesystemStore
 from peer_sdk.peer import Peer
 from peer_sdk.proxy import make_proxy_app
@@ -86,3 +88,32 @@ async def test_edge_down_is_a_bad_gateway() -> None:
             assert (await client.get("/v/vid/master.m3u8")).status == web.HTTPBadGateway.status_code
     finally:
         await peer.close()
+
+
+@pytest.mark.slow
+async def test_ffmpeg_plays_a_shoal_video_through_the_proxy(tmp_path: Path) -> None:
+    """A real HLS player (ffmpeg's demuxer) plays a real package through the proxy: every
+    segment it reads is answered by the peer's brain (here from the edge: no tracker)."""
+    store = FilesystemStore(tmp_path / "store")
+    seconds = "6"
+    inputs = ["-t", seconds, "-f", "lavfi", "-i", "testsrc2=size=360x640:rate=30"]
+    package_video(store, "ffvid", inputs, SAMPLE_LADDER[:1], audio_input=None)
+    async with TestServer(make_origin_app(store, OriginConfig())) as origin:
+        peer = Peer(str(origin.make_url("")), None, rng=random.Random(5))
+        await peer.start()
+        try:
+            async with TestServer(make_proxy_app(peer)) as proxy:
+                played = await asyncio.create_subprocess_exec(
+                    "ffmpeg", "-v", "error", "-i", str(proxy.make_url("/v/ffvid/master.m3u8")),
+                    "-map", "0:v:0", "-f", "framemd5", "-",
+                    stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
+                )  # fmt: skip
+                output, errors = await asyncio.wait_for(played.communicate(), 60)
+                assert played.returncode == 0, errors.decode()
+            frames = [line for line in output.decode().splitlines() if not line.startswith("#")]
+            assert len(frames) == 6 * 30
+            stats = peer.stats()
+            assert stats["http_bytes"] > 0 and stats["p2p_bytes"] == 0
+        finally:
+            await peer.close()
+        store.close()
