@@ -110,6 +110,50 @@ class UploadsConfig:
 
 
 @dataclass(frozen=True)
+class EventsConfig:
+    """Viewer events at the origin: the batch API, its durable log, and the viral loop."""
+
+    log_path: str = _opt(
+        "", "append-only JSON-lines event log (empty: <data dir>/events/events.jsonl)"
+    )
+    redis_url: str = _opt(
+        "", "redis://host:port/db: append to Redis Streams instead of the local log (empty: local)"
+    )
+    redis_prefix: str = _opt("events:", "prefix of the stream keys, <prefix><partition>")
+    partitions: int = _opt(16, "Redis streams events are partitioned over, by user", min=1)
+    stream_max_len: int = _opt(
+        1_000_000, "approximate length each stream is trimmed to (0: never trimmed)", min=0
+    )
+    max_batch: int = _opt(500, "events one POST /api/events may carry", min=1, max=10_000)
+    max_body_bytes: int = _opt(256 * 1024, "largest batch body, bytes (413 past it)", min=1024)
+    buffer_events: int = _opt(
+        100_000, "events acknowledged but not yet logged; past it batches get 503", min=1
+    )
+    hint_nodes: list[str] = _list_opt(
+        [], "base URLs of cache nodes told about trending videos (POST /_shoal/trending)"
+    )
+    hint_token: str = _opt("", "bearer token of the cache nodes' trending-hints API")
+    hint_attempts: int = _opt(5, "tries of one hint to one node before giving up", min=1)
+    hint_backoff: float = _opt(
+        0.2, "seconds before a hint's second try; doubled after each failure", min=0.001
+    )
+    short_window: float = _opt(
+        10.0, "trending: seconds of the short (current rate) window's mean lifetime", min=0.1
+    )
+    long_window: float = _opt(
+        1800.0, "trending: seconds of the long (baseline) window's mean lifetime", min=1.0
+    )
+    prior_rate: float = _opt(
+        0.05, "trending: views/s of a typical new video (the baseline of a young one)", min=0.0
+    )
+    min_views: float = _opt(20.0, "trending: views in the short window needed to trend", min=1.0)
+    z_enter: float = _opt(4.0, "trending: z-score of the short window over the baseline", min=0.0)
+    ratio: float = _opt(
+        3.0, "trending: short-window views over their baseline expectation", min=1.0
+    )
+
+
+@dataclass(frozen=True)
 class CacheNodeConfig:
     """An edge or regional node; both tiers run the same code with different settings."""
 
@@ -257,6 +301,7 @@ class ShoalConfig:
     store: StoreConfig = _section(StoreConfig, "content store (origin)")
     origin: OriginConfig = _section(OriginConfig, "origin node")
     uploads: UploadsConfig = _section(UploadsConfig, "uploads and transcoding (origin)")
+    events: EventsConfig = _section(EventsConfig, "viewer events and the viral loop (origin)")
     regional: CacheNodeConfig = _section(_regional_defaults, "regional (shield) cache nodes")
     edge: CacheNodeConfig = _section(_edge_defaults, "edge cache nodes")
     tracker: TrackerConfig = _section(TrackerConfig, "P2P tracker")
@@ -378,6 +423,10 @@ def load_config(data: Mapping[str, Any], base: ShoalConfig | None = None) -> Sho
         if node.require_signed and not node.signing_keys:
             raise ConfigError(f"{section}.require_signed", "needs at least one signing key")
     _check_signing_keys("origin.signing_keys", config.origin.signing_keys)
+    for url in config.events.hint_nodes:
+        _check_url("events.hint_nodes", url)
+    if config.events.hint_nodes and not config.events.hint_token:
+        raise ConfigError("events.hint_token", "needs a token when events.hint_nodes is set")
     return config
 
 
@@ -455,6 +504,7 @@ def dump_config(config: ShoalConfig, *, with_help: bool = False) -> str:
 __all__ = [
     "CacheNodeConfig",
     "ConfigError",
+    "EventsConfig",
     "LogConfig",
     "OriginConfig",
     "S3Config",

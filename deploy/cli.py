@@ -252,7 +252,7 @@ def _run_origin(args: argparse.Namespace) -> int:
     store = open_store(config.store, default_store_root())
     try:
         app = make_origin_app(store, config.origin)
-        install_uploads(app, store, config.uploads, default_data_dir())
+        install_uploads(app, store, config.uploads, default_data_dir(), config.events)
         uvloop.run(
             serve(
                 app,

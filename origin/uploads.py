@@ -39,9 +39,10 @@ from pathlib import Path
 
 from aiohttp import web
 
-from core.config import ConfigError, UploadsConfig
+from core.config import ConfigError, EventsConfig, UploadsConfig
 from origin.app import VISIBILITY
 from origin.catalog import Catalog, InvalidTransition, Rendition, Video, VideoStatus
+from origin.events import install_events
 from origin.jobs import Job, JobQueue, open_queue
 from origin.ladder import PackagingError
 from origin.moderation import DefaultRules, Hold, ModerationCheck, Submission
@@ -313,9 +314,13 @@ async def requeue_unfinished(pipeline: VideoPipeline) -> int:
     return queued
 
 
+def catalog_file(config: UploadsConfig, data_dir: Path) -> Path:
+    return Path(config.catalog_path) if config.catalog_path else data_dir / "catalog.sqlite"
+
+
 def open_pipeline(store: ContentStore, config: UploadsConfig, data_dir: Path) -> VideoPipeline:
     """The pipeline of the configured catalog and queue over `store`."""
-    catalog_path = Path(config.catalog_path) if config.catalog_path else data_dir / "catalog.sqlite"
+    catalog_path = catalog_file(config, data_dir)
     catalog_path.parent.mkdir(parents=True, exist_ok=True)
     try:
         queue = open_queue(config.queue_url or None, reclaim_after=config.reclaim_after)
@@ -347,9 +352,14 @@ async def run_workers(pipeline: VideoPipeline, count: int, name: str) -> AsyncIt
 
 
 def install_uploads(
-    app: web.Application, store: ContentStore, config: UploadsConfig, data_dir: Path
+    app: web.Application,
+    store: ContentStore,
+    config: UploadsConfig,
+    data_dir: Path,
+    events: EventsConfig | None = None,
 ) -> VideoPipeline:
-    """Give the origin `app` uploads (tus under /files/), the API, and its own workers."""
+    """Give the origin `app` uploads (tus under /files/), the API, and its own workers, and
+    the viewer events API (`origin.events`), whose likes and follows live in the catalog."""
     tokens = Tokens(config.tokens)
     pipeline = open_pipeline(store, config, data_dir)
     staging_root = Path(config.staging_path) if config.staging_path else data_dir / "uploads"
@@ -366,6 +376,20 @@ def install_uploads(
     add_api_routes(app, pipeline, tokens, config.admin_token)
     add_swarm_routes(app, pipeline.catalog)
     app[VISIBILITY] = pipeline.catalog.package_visible
+
+    def package_of(video_id: str) -> str:
+        # Viewers name what they play: an uploaded video's id, or a sample's (its package).
+        video = pipeline.catalog.video(video_id)
+        return video.package_id if video is not None and video.package_id else video_id
+
+    install_events(
+        app,
+        events or EventsConfig(),
+        data_dir,
+        catalog_file(config, data_dir),
+        authenticate=tokens.user_of,
+        package_of=package_of,
+    )
 
     async def lifecycle(app: web.Application) -> AsyncIterator[None]:
         samples = [sample.video_id for sample in SAMPLE_SOURCES]
