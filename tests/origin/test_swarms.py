@@ -3,6 +3,7 @@ p2p-media-loader computes it from the master playlist, resolves to its video whi
 visible; held videos' swarms are 404 until approved; bad parameters are 400. The first tests use
 hand-made masters; the slow ones run the real upload pipeline and the sample library."""
 
+import asyncio
 import hashlib
 import itertools
 import re
@@ -253,6 +254,10 @@ async def test_every_rendition_of_an_upload_resolves(tmp_path: Path, tall_clip: 
     async with running(tmp_path) as origin:
         video = await video_when(origin, await upload(origin, tall_clip), settled)
         assert video["status"] == "ready", video
+        # Ready means the lowest rung is out; the full master, then its swarms, follow.
+        async with asyncio.timeout(60):
+            while len(origin.pipeline.catalog.swarms_of(video["id"])) < 2:
+                await asyncio.sleep(0.1)
         hashes = await served_swarms(origin, video["package"])
         assert set(hashes) == {"360p", "720p"}
         status, document = await api(origin, f"/api/videos/{video['id']}/swarms", {})
