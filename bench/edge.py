@@ -373,11 +373,17 @@ def check_tools() -> None:
             file=sys.stderr,
         )
         raise SystemExit(2)
+    require_shoal_and_two_cpus("edge", "wrk")
+
+
+def require_shoal_and_two_cpus(bench: str, client: str) -> None:
+    """Exit 2 unless the venv's `shoal` exists and two CPUs are usable (server and `client`)."""
     if not SHOAL.exists():
-        print(f"bench edge: {SHOAL} not found; run `make venv` first", file=sys.stderr)
+        print(f"bench {bench}: {SHOAL} not found; run `make venv` first", file=sys.stderr)
         raise SystemExit(2)
     if len(os.sched_getaffinity(0)) < 2:
-        print("bench edge: needs two CPUs (server on CPU 0, wrk on CPU 1)", file=sys.stderr)
+        needs = f"needs two CPUs (server on CPU 0, {client} on CPU 1)"
+        print(f"bench {bench}: {needs}", file=sys.stderr)
         raise SystemExit(2)
 
 

@@ -63,6 +63,7 @@ from bench.edge import (
     Processes,
     _Interrupted,
     pinned,
+    require_shoal_and_two_cpus,
     sigterm_unwinds,
     wait_announced,
 )
@@ -240,12 +241,7 @@ def check_tools() -> None:
             file=sys.stderr,
         )
         raise SystemExit(2)
-    if not SHOAL.exists():
-        print(f"bench tracker: {SHOAL} not found; run `make venv` first", file=sys.stderr)
-        raise SystemExit(2)
-    if len(os.sched_getaffinity(0)) < 2:
-        print("bench tracker: needs two CPUs (server on CPU 0, load on CPU 1)", file=sys.stderr)
-        raise SystemExit(2)
+    require_shoal_and_two_cpus("tracker", "load")
 
 
 def bench(args: argparse.Namespace) -> dict[str, list[Run]]:
